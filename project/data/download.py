@@ -1,0 +1,245 @@
+"""Get a verified copy of the source text: a local file, a mirror folder, the cache, or the web.
+
+Every copy, wherever it comes from, is checked against the expected SHA-256 digest before it
+is used. Downloads go to a temporary file next to the final path and are renamed into place
+only once complete and verified, so a crash or a bad transfer never leaves a partial file
+where the pipeline would pick it up.
+"""
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20  # stream files and downloads 1 MiB at a time
+
+
+class DataSourceError(RuntimeError):
+    """No verified copy of the source text can be had; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A verified copy of the source text and where it came from."""
+
+    path: Path
+    sha256: str
+    origin: str  # "local_file", "mirror", "cache" or "download"
+    location: str  # the file path or URL it came from
+
+
+class _TruncatedBody(OSError):
+    """The server closed the connection before sending all the bytes it announced."""
+
+
+class _DownloadFailed(Exception):
+    """Every download attempt failed, or one failed in a way that retrying cannot fix."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 digest of a file, read in chunks so large files need little memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_source(
+    *,
+    url: str | None,
+    sha256: str,
+    filename: str,
+    dataset: str,
+    local_file: Path | None,
+    mirror_dir: Path | None,
+    cache_dir: Path,
+    retries: int = 4,
+    timeout_s: float = 30.0,
+    backoff_s: float = 1.0,
+) -> SourceFile:
+    """Return a verified copy of `<dataset>/<filename>`, trying sources in order of preference.
+
+    1. `local_file`, if given (an explicit choice: a missing or wrong file is an error).
+    2. `<mirror_dir>/<dataset>/<filename>`, if the mirror holds it (a wrong file is an error).
+    3. `<cache_dir>/<dataset>/<filename>`, if it verifies (a stale copy is deleted).
+    4. A download from `url` into the cache, retried on transient errors.
+    """
+    expected = sha256.lower()
+    if local_file is not None:
+        return _use_local_file(local_file, expected)
+
+    looked: list[Path] = []
+    if mirror_dir is not None:
+        mirrored = mirror_dir / dataset / filename
+        looked.append(mirrored)
+        if mirrored.is_file():
+            return _use_mirror(mirrored, expected)
+        logger.info("mirror has no %s/%s (looked for %s)", dataset, filename, mirrored)
+
+    cached = cache_dir / dataset / filename
+    looked.append(cached)
+    if cached.is_file():
+        actual = sha256_of(cached)
+        if actual == expected:
+            logger.info("using cached copy %s", cached)
+            return SourceFile(cached, expected, "cache", str(cached))
+        # A stale or corrupt cache must never be trusted; fetch a fresh copy instead.
+        logger.warning(
+            "cached %s has SHA-256 %s, expected %s; deleting it", cached, actual, expected
+        )
+        cached.unlink()
+
+    if url is None:
+        raise DataSourceError(_no_source_message(looked, "no download address was given", expected))
+    try:
+        _download(url, cached, expected, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s)
+    except _DownloadFailed as err:
+        raise DataSourceError(_no_source_message(looked, str(err), expected)) from err
+    logger.info("downloaded %s to %s", url, cached)
+    return SourceFile(cached, expected, "download", url)
+
+
+def _use_local_file(path: Path, expected: str) -> SourceFile:
+    """Verify the explicitly configured local copy; never fall back to other sources."""
+    if not path.is_file():
+        raise DataSourceError(
+            f"data.local_file points at {path}, which is not an existing file. "
+            "Fix the path, or unset data.local_file to use the mirror, cache or download."
+        )
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataSourceError(
+            f"data.local_file {path} has SHA-256 {actual}, expected {expected}. "
+            f"If this is the file you meant, set data.sha256={actual}."
+        )
+    logger.info("using local file %s", path)
+    return SourceFile(path, expected, "local_file", str(path))
+
+
+def _use_mirror(path: Path, expected: str) -> SourceFile:
+    """Verify the mirror's copy; a wrong file in a mirror is a setup error worth stopping for."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataSourceError(
+            f"mirror file {path} has SHA-256 {actual}, expected {expected}. "
+            "Replace it with a verified copy, or point data.mirror_dir at another mirror."
+        )
+    logger.info("using mirror copy %s", path)
+    return SourceFile(path, expected, "mirror", str(path))
+
+
+def _no_source_message(looked: list[Path], why_no_download: str, expected: str) -> str:
+    """Explain that no copy was found and no download worked, and list the ways to fix it."""
+    places = "\n".join(f"  - {path}" for path in looked)
+    return (
+        f"No verified copy of the source text is available.\n"
+        f"No local copy was found; looked in:\n{places}\n"
+        f"The download failed: {why_no_download}.\n"
+        f"To fix this, provide a copy with SHA-256 {expected} in one of these ways:\n"
+        f"  - set the config key data.local_file=/path/to/file\n"
+        f"  - set the config key data.mirror_dir=/path/to/mirror "
+        f"(laid out as <mirror>/<dataset>/<filename>)\n"
+        f"  - set the environment variable CHARGPT_DATA_MIRROR=/path/to/mirror (same layout)\n"
+        f"  - pass --data-source PATH to project/run.py"
+    )
+
+
+def _download(
+    url: str, dest: Path, expected: str, *, retries: int, timeout_s: float, backoff_s: float
+) -> None:
+    """Download `url` to `dest`, retrying transient errors with exponential backoff."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    attempts = retries + 1
+    for attempt in range(attempts):
+        try:
+            _download_once(url, dest, expected, timeout_s)
+            return
+        except (OSError, http.client.HTTPException) as err:
+            if isinstance(err, urllib.error.HTTPError):
+                err.close()  # an HTTPError holds the open response; release its socket now
+            if not _is_transient(err):
+                raise _DownloadFailed(f"{url}: {err!r} (not retried)") from err
+            if attempt + 1 == attempts:
+                raise _DownloadFailed(
+                    f"{url}: {attempts} attempts made, last error: {err!r}"
+                ) from err
+            wait_s = backoff_s * 2**attempt
+            logger.warning(
+                "download attempt %d/%d of %s failed (%r); retrying in %.2f s",
+                attempt + 1,
+                attempts,
+                url,
+                err,
+                wait_s,
+            )
+            time.sleep(wait_s)
+
+
+def _is_transient(err: BaseException) -> bool:
+    """True for errors a later attempt may not hit: timeouts, dropped connections, 5xx, 429."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code == 429 or err.code >= 500
+    # URLError without an HTTP status means the connection itself failed (refused, DNS, ...).
+    transient = (
+        urllib.error.URLError,
+        TimeoutError,
+        ConnectionError,
+        http.client.IncompleteRead,
+        _TruncatedBody,
+    )
+    return isinstance(err, transient)
+
+
+def _download_once(url: str, dest: Path, expected: str, timeout_s: float) -> None:
+    """One attempt: stream into a temporary file beside `dest`, verify, then rename into place."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
+            actual = _stream_to(response, out)
+            out.flush()
+            os.fsync(out.fileno())  # the bytes must be on disk before the rename publishes them
+        if actual != expected:
+            # A complete body with the wrong digest will not get better by retrying.
+            raise DataSourceError(
+                f"the file downloaded from {url} has SHA-256 {actual}, expected {expected}. "
+                "The address may serve a different version: provide a verified copy through "
+                "data.local_file or data.mirror_dir, or, if you trust this file, "
+                f"set data.sha256={actual}."
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # a no-op after the rename; removes the partial file otherwise
+
+
+def _stream_to(response: http.client.HTTPResponse, out: BinaryIO) -> str:
+    """Copy the response body to `out` chunk by chunk; return its hex SHA-256 digest."""
+    digest = hashlib.sha256()
+    received = 0
+    while chunk := response.read(CHUNK_BYTES):
+        digest.update(chunk)
+        out.write(chunk)
+        received += len(chunk)
+    # http.client returns a short body without complaint when the server hangs up early.
+    announced = _content_length(response)
+    if announced is not None and received < announced:
+        raise _TruncatedBody(f"connection closed after {received} of {announced} bytes")
+    return digest.hexdigest()
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    """The announced body size, or None when the server sent none (or nonsense)."""
+    try:
+        return int(response.headers["Content-Length"])
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,110 @@
+"""D2 Split and the `prepare` stage: source text → encoded splits, vocabulary, manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.dataset import MANIFEST_FILE, TRAIN_FILE, VAL_FILE, VOCAB_FILE, CharTokenizer
+from data.download import SourceFile, fetch_source
+from utils.config import REPO_DIR, DataConfig
+from utils.io import write_bytes, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+MIRROR_ENV = "CHARGPT_DATA_MIRROR"
+CACHE_ENV = "CHARGPT_DATA_CACHE"
+
+
+def split_point(n_chars: int, train_fraction: float) -> int:
+    """D2 Split: the training split is [0, ⌊fraction·N⌋), the rest is validation.
+
+    Contiguous and unshuffled, so the validation text is a different part of the plays.
+    """
+    return int(train_fraction * n_chars)
+
+
+def resolve_path(value: str | None) -> Path | None:
+    """Config paths are relative to the repository root, wherever run.py is started."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_DIR / path
+
+
+def locate_source(config: DataConfig) -> SourceFile:
+    """D1: a verified copy of the text; env variables override the mirror and cache keys."""
+    return fetch_source(
+        url=config.url,
+        sha256=config.sha256,
+        filename=config.filename,
+        dataset=config.dataset,
+        local_file=resolve_path(config.local_file),
+        mirror_dir=resolve_path(os.environ.get(MIRROR_ENV) or config.mirror_dir),
+        cache_dir=resolve_path(os.environ.get(CACHE_ENV) or config.cache_dir),
+        retries=config.download_retries,
+        timeout_s=config.download_timeout_s,
+    )
+
+
+def read_text(path: Path) -> str:
+    """The source as text; a file that is not UTF-8 gets an error that says so."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error}); convert it, e.g. `iconv -t UTF-8`"
+        ) from error
+
+
+def encode_ids(tokenizer: CharTokenizer, text: str) -> np.ndarray:
+    """D3: ids as uint16 on disk (any vocabulary up to 65,536 characters)."""
+    if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"vocabulary of {tokenizer.vocab_size} characters does not fit uint16")
+    return np.array(tokenizer.encode(text), dtype=np.uint16)
+
+
+def prepare(config: DataConfig, data_dir: Path) -> dict[str, Any]:
+    """D1-D3: fetch and verify the text, split it, encode it, write splits and manifest.
+
+    The manifest is written last, so its presence means the folder is complete.
+    """
+    source = locate_source(config)
+    text = read_text(source.path)
+    if len(text) < 2:
+        raise ValueError(f"{source.path} holds {len(text)} characters; nothing to train on")
+    tokenizer = CharTokenizer.from_text(text)
+    cut = split_point(len(text), config.train_fraction)
+    train_ids = encode_ids(tokenizer, text[:cut])
+    val_ids = encode_ids(tokenizer, text[cut:])
+    (data_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    write_bytes(data_dir / TRAIN_FILE, train_ids.tobytes())
+    write_bytes(data_dir / VAL_FILE, val_ids.tobytes())
+    write_text(data_dir / VOCAB_FILE, tokenizer.to_json())
+    manifest = {
+        "plan_ids": ["D1", "D2", "D3"],
+        "dataset": config.dataset,
+        "source": {"origin": source.origin, "location": source.location},
+        "source_sha256": source.sha256,
+        "n_chars": len(text),
+        "train_chars": len(train_ids),
+        "val_chars": len(val_ids),
+        "train_fraction": config.train_fraction,
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": "uint16",
+    }
+    write_json(data_dir / MANIFEST_FILE, manifest)
+    logger.info(
+        "prepared %s: %d chars (train %d, val %d), V=%d from %s",
+        config.dataset,
+        len(text),
+        len(train_ids),
+        len(val_ids),
+        tokenizer.vocab_size,
+        source.origin,
+    )
+    return manifest

@@ -1,0 +1,114 @@
+"""E1-E5: score the validation split exactly (D5) and sample text from the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from data.dataset import CharTokenizer, PreparedData
+from data.loader import eval_batches, eval_windows
+from model.gpt import CharGPT
+from testing.metrics import (
+    baseline_record,
+    bits_per_char,
+    perplexity,
+    topk_hits,
+    uniform_loss,
+    unigram_loss,
+)
+from utils.config import EvalConfig, SampleConfig
+from utils.device import autocast, inference_mode
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """E1/E3 sums over every scored position of a split."""
+
+    loss_nats: float
+    top1_accuracy: float
+    top5_accuracy: float
+    scored: int
+
+
+def score_split(
+    model: CharGPT,
+    ids: torch.Tensor,
+    config: EvalConfig,
+    precision: str,
+) -> SplitScore:
+    """E1 validation loss (nats per character) and E3 accuracy over the whole split (D5).
+
+    Sums stay on the device and are read back once, at the end.
+    """
+    block_size = model.config.block_size
+    stride = config.stride or block_size // 2
+    windows = eval_windows(len(ids), block_size, stride)
+    device = ids.device
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    with inference_mode(model):
+        for inputs, targets, mask in eval_batches(ids, windows, block_size, config.batch_size):
+            with autocast(device, precision):
+                logits = model(inputs)
+            logits = logits.float()
+            losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            nll += losses[mask].double().sum()
+            top1 += topk_hits(logits, targets, mask, 1)
+            top5 += topk_hits(logits, targets, mask, 5)
+    scored = sum(w.scored for w in windows)
+    return SplitScore(
+        loss_nats=nll.item() / scored,
+        top1_accuracy=top1.item() / scored,
+        top5_accuracy=top5.item() / scored,
+        scored=scored,
+    )
+
+
+def validation_loss(
+    model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
+) -> float:
+    """E1 on the validation split, the number T7 selects checkpoints by."""
+    return score_split(model, data.val, config, precision).loss_nats
+
+
+def evaluate(
+    model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
+) -> dict[str, Any]:
+    """E1-E4: the model's figures and the uniform and unigram baselines on the same
+    positions (every validation character after the first).
+    """
+    score = score_split(model, data.val, config, precision)
+    vocab_size = data.tokenizer.vocab_size
+    uniform = baseline_record(uniform_loss(vocab_size))
+    unigram = baseline_record(unigram_loss(data.train, data.val[1:], vocab_size))
+    return {
+        "plan_ids": ["E1", "E2", "E3", "E4"],
+        "split": "val",
+        "scored_chars": score.scored,
+        "context": model.config.block_size,
+        "stride": config.stride or model.config.block_size // 2,
+        "val_loss_nats": score.loss_nats,
+        "bits_per_char": bits_per_char(score.loss_nats),
+        "perplexity": perplexity(score.loss_nats),
+        "top1_accuracy": score.top1_accuracy,
+        "top5_accuracy": score.top5_accuracy,
+        "baselines": {"uniform": uniform, "unigram": unigram},
+        "beats_uniform": score.loss_nats < uniform["loss_nats"],
+        "beats_unigram": score.loss_nats < unigram["loss_nats"],
+    }
+
+
+def sample_text(model: CharGPT, tokenizer: CharTokenizer, config: SampleConfig) -> str:
+    """E5 Samples: `num_chars` characters after the prompt, fixed seed, temperature, top-k."""
+    ids = model.generate(
+        tokenizer.encode(config.prompt),
+        n=config.num_chars,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        seed=config.seed,
+    )
+    return config.prompt + tokenizer.decode(ids)

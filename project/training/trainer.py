@@ -1,0 +1,358 @@
+"""The training loop: T4 stability, T5 precision and speed, T6 batching, T7 checkpoints and
+selection, T8 reproducibility (resume continues bit for bit on the CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from data.loader import TrainBatches
+from model.gpt import CharGPT
+from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from training.loss import next_char_loss
+from training.optim import build_optimizer, build_schedule
+from utils.config import Config
+from utils.device import autocast
+from utils.io import append_jsonl, read_jsonl, write_jsonl
+from utils.seed import rng_state, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+# Losses averaged for "first" and "final" training loss: single steps are noisy.
+LOSS_WINDOW = 10
+
+
+class NonFiniteError(RuntimeError):
+    """T4: a loss or gradient norm became NaN or Inf."""
+
+
+@dataclass
+class TrainState:
+    """Where the run is; saved in every checkpoint so that `--resume` continues exactly."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0  # the epoch in progress
+    step_in_epoch: int = 0  # batches of `epoch` already done
+    best_val_loss: float = math.inf
+    best_step: int = 0
+    evals_without_improvement: int = 0
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PendingStep:
+    """A step whose loss and gradient norm are still on the device."""
+
+    step: int
+    epoch: int
+    lr: float
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+
+
+class Trainer:
+    """Trains a CharGPT on device-resident training ids (T1-T8).
+
+    `validate(model) -> loss in nats` is passed in by run.py (it is the E1 evaluator), so
+    that training does not depend on the testing package.
+    """
+
+    def __init__(
+        self,
+        model: CharGPT,
+        train_ids: torch.Tensor,
+        config: Config,
+        raw_config: dict[str, Any],
+        out_dir: Path,
+        precision: str,
+        validate: Callable[[CharGPT], float],
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.raw_config = raw_config
+        self.train_config = config.train
+        self.device = train_ids.device
+        self.precision = precision
+        self.validate = validate
+        self.log_path = out_dir / LOG_FILE
+        self.checkpoint_dir = out_dir / CHECKPOINT_DIR
+        self.batches = TrainBatches(  # T6 Batching
+            train_ids, model.config.block_size, config.train.batch_size, config.seed
+        )
+        self.total_steps = config.train.epochs * self.batches.steps_per_epoch
+        self.optimizer = build_optimizer(model, config.train, self.device)  # T2
+        self.schedule = build_schedule(self.optimizer, self.total_steps, config.train)  # T3
+        self.forward = self._compiled_forward()
+        self.state = TrainState()
+        self.losses: list[float] = []
+        self.chars_per_step = config.train.batch_size * model.config.block_size
+
+    # -- T5 precision and speed ------------------------------------------------------
+
+    @property
+    def compiled(self) -> bool:
+        return self.train_config.compile and self.device.type == "cuda"
+
+    def _compiled_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """T5: torch.compile on CUDA when configured; plain eager elsewhere."""
+        if not self.compiled:
+            return self.model
+        return torch.compile(self.model, mode=self.train_config.compile_mode)
+
+    # -- one optimiser step --------------------------------------------------------------
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> PendingStep:
+        lr = self.optimizer.param_groups[0]["lr"]
+        with autocast(self.device, self.precision):
+            logits = self.forward(inputs)
+        loss = next_char_loss(logits, targets)  # T1
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(  # T4 clipping
+            self.model.parameters(), self.train_config.grad_clip
+        )
+        self.optimizer.step()
+        self.schedule.step()
+        self.state.step += 1
+        self.state.step_in_epoch += 1
+        return PendingStep(self.state.step, self.state.epoch, lr, loss.detach(), grad_norm)
+
+    def _flush(self, pending: list[PendingStep], elapsed_s: float) -> None:
+        """Read losses back (one host sync for k steps), check them (T4), log them."""
+        if not pending:
+            return
+        losses = torch.stack([p.loss for p in pending]).float().cpu().tolist()
+        norms = torch.stack([p.grad_norm for p in pending]).float().cpu().tolist()
+        chars_per_s = len(pending) * self.chars_per_step / max(elapsed_s, 1e-9)
+        records = [
+            {
+                "kind": "train",
+                "step": p.step,
+                "epoch": p.epoch + 1,
+                "loss": loss,
+                "grad_norm": norm,
+                "lr": p.lr,
+                "chars_per_s": chars_per_s,
+            }
+            for p, loss, norm in zip(pending, losses, norms, strict=True)
+        ]
+        append_jsonl(self.log_path, records)
+        for record in records:
+            if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+                raise NonFiniteError(
+                    f"non-finite training value at step {record['step']}: "
+                    f"loss={record['loss']}, grad_norm={record['grad_norm']}; training stopped. "
+                    f"The last good checkpoint is {self.checkpoint_dir / LAST} "
+                    "(try a lower train.lr, or --detect-anomaly to find the operation)"
+                )
+        self.losses.extend(losses)
+        pending.clear()
+
+    # -- T7 validation, selection and checkpoints -----------------------------------------
+
+    def _evaluate(self) -> None:
+        val_loss = self.validate(self.model)
+        state = self.state
+        record = {
+            "kind": "val",
+            "step": state.step,
+            "epoch": state.epoch + (state.step_in_epoch > 0),
+            "val_loss": val_loss,
+            "bits_per_char": val_loss / math.log(2),
+        }
+        append_jsonl(self.log_path, [record])
+        state.val_history.append(record)
+        if val_loss < state.best_val_loss:
+            state.best_val_loss = val_loss
+            state.best_step = state.step
+            state.evals_without_improvement = 0
+            self._save(BEST)
+        else:
+            state.evals_without_improvement += 1
+        logger.info(
+            "step %d: validation loss %.4f nats (%.4f bpc)",
+            state.step,
+            val_loss,
+            record["bits_per_char"],
+        )
+
+    def _save(self, name: str) -> None:
+        save_checkpoint(
+            self.checkpoint_dir / name,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "state": asdict(self.state),
+                "rng": rng_state(),
+                "config": self.raw_config,
+                "vocab_size": self.model.vocab_size,
+            },
+        )
+
+    def _out_of_patience(self) -> bool:
+        patience = self.train_config.patience
+        return patience is not None and self.state.evals_without_improvement >= patience
+
+    # -- resume -------------------------------------------------------------------------
+
+    def _start(self, resume: bool) -> int | None:
+        """Fresh start, or continue from last.pt; returns the step resumed from."""
+        last = self.checkpoint_dir / LAST
+        if resume and last.is_file():
+            checkpoint = load_checkpoint(last, self.device)
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.schedule.load_state_dict(checkpoint["schedule"])
+            self.state = TrainState(**checkpoint["state"])
+            set_rng_state(checkpoint["rng"])
+            # Keep the log up to the checkpoint: later lines belong to the lost run.
+            kept = [r for r in read_jsonl(self.log_path) if r["step"] <= self.state.step]
+            write_jsonl(self.log_path, kept)
+            self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
+            logger.info("resumed from %s at step %d", last, self.state.step)
+            return self.state.step
+        if resume:
+            logger.warning("--resume: no %s yet, starting from scratch", last)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for name in (BEST, LAST):
+            (self.checkpoint_dir / name).unlink(missing_ok=True)
+        write_jsonl(self.log_path, [])
+        return None
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Run (or continue) training; returns the figures of train_summary.json."""
+        resumed_from = self._start(resume)
+        config = self.train_config
+        progress = Progress(config.epochs, self.batches.steps_per_epoch, self.state)
+        started = time.perf_counter()
+        steady_chars, steady_time = 0, 0.0
+        stopped_early = self._out_of_patience()
+        while self.state.epoch < config.epochs and not stopped_early:
+            pending: list[PendingStep] = []
+            interval_start = time.perf_counter()
+            batches = self.batches.epoch(self.state.epoch, skip=self.state.step_in_epoch)
+            for inputs, targets in batches:
+                pending.append(self.train_step(inputs, targets))
+                step = self.state.step
+                at_eval = config.eval_every_steps and step % config.eval_every_steps == 0
+                at_save = (
+                    config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                )
+                if len(pending) == config.sync_every_steps or at_eval or at_save:
+                    count = len(pending)
+                    elapsed = time.perf_counter() - interval_start
+                    self._flush(pending, elapsed)
+                    if step > config.sync_every_steps:  # the first interval holds warm-up
+                        steady_chars += count * self.chars_per_step
+                        steady_time += elapsed
+                    progress.update(self.state, self.losses[-1], self.optimizer)
+                    if at_eval:
+                        self._evaluate()
+                    if at_save:
+                        self._save(LAST)
+                    interval_start = time.perf_counter()
+            self._flush(pending, time.perf_counter() - interval_start)
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+            self._evaluate()
+            self._save(LAST)
+            progress.end_epoch(self.state)
+            stopped_early = self._out_of_patience() and self.state.epoch < config.epochs
+        progress.close()
+        return self._summary(
+            time.perf_counter() - started, steady_chars, steady_time, resumed_from, stopped_early
+        )
+
+    def _summary(
+        self,
+        wall_time_s: float,
+        steady_chars: int,
+        steady_time: float,
+        resumed_from: int | None,
+        stopped_early: bool,
+    ) -> dict[str, Any]:
+        window = min(LOSS_WINDOW, len(self.losses))
+        state = self.state
+        return {
+            "plan_ids": ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"],
+            "epochs_planned": self.train_config.epochs,
+            "epochs_run": state.epoch,
+            "steps": state.step,
+            "steps_per_epoch": self.batches.steps_per_epoch,
+            "chars_per_step": self.chars_per_step,
+            "first_train_loss": sum(self.losses[:window]) / window,
+            "final_train_loss": sum(self.losses[-window:]) / window,
+            "last_step_loss": self.losses[-1],
+            "loss_window_steps": window,
+            "best_val_loss": state.best_val_loss,
+            "best_val_bits_per_char": state.best_val_loss / math.log(2),
+            "best_step": state.best_step,
+            "val_history": state.val_history,
+            "stopped_early": stopped_early,
+            "resumed_from_step": resumed_from,
+            "train_time_s": wall_time_s,
+            "chars_per_s": steady_chars / steady_time if steady_time else None,
+            "precision": self.precision,
+            "compiled": self.compiled,
+        }
+
+
+class Progress:
+    """tqdm bars for epochs and steps on a terminal; plain log lines otherwise."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, state: TrainState) -> None:
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.interactive = sys.stderr.isatty()
+        self.epoch_bar = self.step_bar = None
+        if self.interactive:
+            self.epoch_bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", position=0)
+            self.step_bar = tqdm(
+                total=steps_per_epoch,
+                initial=state.step_in_epoch,
+                desc="steps",
+                position=1,
+                leave=False,
+            )
+
+    def update(self, state: TrainState, loss: float, optimizer: torch.optim.Optimizer) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        if self.step_bar is not None:
+            self.step_bar.n = state.step_in_epoch
+            self.step_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        else:
+            logger.info(
+                "epoch %d/%d step %d/%d (total %d): loss %.4f lr %.2e",
+                state.epoch + 1,
+                self.epochs,
+                state.step_in_epoch,
+                self.steps_per_epoch,
+                state.step,
+                loss,
+                lr,
+            )
+
+    def end_epoch(self, state: TrainState) -> None:
+        if self.epoch_bar is not None and self.step_bar is not None:
+            self.epoch_bar.update(1)
+            self.step_bar.reset()
+
+    def close(self) -> None:
+        for bar in (self.step_bar, self.epoch_bar):
+            if bar is not None:
+                bar.close()

@@ -1,0 +1,305 @@
+"""Typed, validated configuration loaded from `configs/default.yaml` plus overrides.
+
+`configs/default.yaml` holds every key with the plan's value. A config file given with
+`--config` (or the CPU preset) and `--set key=value` pairs may only override keys that
+exist there; unknown keys, wrong types and out-of-range values are rejected before any
+work starts, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = PROJECT_DIR.parent
+CONFIG_DIR = PROJECT_DIR / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+CPU_PRESET = CONFIG_DIR / "cpu.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    filename: str
+    url: str | None
+    sha256: str
+    local_file: str | None
+    mirror_dir: str | None
+    cache_dir: str
+    train_fraction: float
+    download_retries: int
+    download_timeout_s: float
+
+    def check(self) -> None:
+        _require(len(self.sha256) == 64, "data.sha256", "must be a 64-character hex SHA-256")
+        _require(0.0 < self.train_fraction < 1.0, "data.train_fraction", "must be in (0, 1)")
+        _require(self.download_retries >= 0, "data.download_retries", "must be >= 0")
+        _require(self.download_timeout_s > 0, "data.download_timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layer: int
+    n_head: int
+    d_model: int
+    block_size: int
+    dropout: float
+    rope_base: float
+    norm_eps: float
+    init_std: float
+
+    def check(self) -> None:
+        for key in ("n_layer", "n_head", "d_model", "block_size"):
+            _require(getattr(self, key) > 0, f"model.{key}", "must be > 0")
+        _require(
+            self.d_model % self.n_head == 0, "model.d_model", "must be divisible by model.n_head"
+        )
+        _require(
+            (self.d_model // self.n_head) % 2 == 0,
+            "model.d_model",
+            "d_model / n_head must be even (RoPE rotates pairs of dimensions)",
+        )
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _require(self.rope_base > 1.0, "model.rope_base", "must be > 1")
+        _require(self.norm_eps > 0, "model.norm_eps", "must be > 0")
+        _require(self.init_std > 0, "model.init_std", "must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    patience: int | None
+    batch_size: int
+    lr: float
+    min_lr: float
+    warmup_max_steps: int
+    warmup_fraction: float
+    beta1: float
+    beta2: float
+    adam_eps: float
+    weight_decay: float
+    grad_clip: float
+    precision: str
+    compile: bool
+    compile_mode: str
+    eval_every_steps: int
+    checkpoint_every_steps: int
+    sync_every_steps: int
+
+    def check(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _require(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, train.lr]")
+        _require(self.warmup_max_steps >= 0, "train.warmup_max_steps", "must be >= 0")
+        _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
+        _require(0.0 <= self.beta1 < 1.0, "train.beta1", "must be in [0, 1)")
+        _require(0.0 <= self.beta2 < 1.0, "train.beta2", "must be in [0, 1)")
+        _require(self.adam_eps > 0, "train.adam_eps", "must be > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
+        _require_choice(
+            self.compile_mode, "train.compile_mode", ("default", "reduce-overhead", "max-autotune")
+        )
+        for key in ("eval_every_steps", "checkpoint_every_steps"):
+            _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0 (0 = off)")
+        _require(self.sync_every_steps >= 1, "train.sync_every_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    stride: int | None
+    batch_size: int
+
+    def check(self) -> None:
+        _require(self.stride is None or self.stride >= 1, "eval.stride", "must be >= 1 or null")
+        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    prompt: str
+    num_chars: int
+    temperature: float
+    top_k: int | None
+    seed: int
+
+    def check(self) -> None:
+        _require(len(self.prompt) > 0, "sample.prompt", "must not be empty")
+        _require(self.num_chars >= 1, "sample.num_chars", "must be >= 1")
+        _require(self.temperature > 0, "sample.temperature", "must be > 0")
+        _require(self.top_k is None or self.top_k >= 1, "sample.top_k", "must be >= 1 or null")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    device: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    sample: SampleConfig
+
+    def check(self) -> None:
+        _require_choice(self.device, "device", ("auto", "cpu", "cuda"))
+        for section in (self.data, self.model, self.train, self.eval, self.sample):
+            section.check()
+        stride = self.eval.stride
+        _require(
+            stride is None or stride <= self.model.block_size,
+            "eval.stride",
+            "must be <= model.block_size",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def _require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is an empty mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        try:
+            loaded = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded)}")
+    return loaded
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return `base` with `override` applied; a key that `base` lacks is an error."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(f"{prefix}{k}" for k in base)
+            raise ConfigError(f"unknown config key '{dotted}' (known keys here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
+            merged[key] = merge(base[key], value, prefix=f"{dotted}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """Turn `a.b=value` (from `--set`) into the nested mapping {'a': {'b': value}}."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value (for example train.lr=3e-4), got {text!r}")
+    value = yaml.safe_load(raw) if raw else None
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def build(raw: dict[str, Any]) -> Config:
+    """Turn a complete mapping into a checked Config; types follow the dataclass hints."""
+    config = _to_dataclass(Config, raw, prefix="")
+    config.check()
+    return config
+
+
+def _to_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        dotted = f"{prefix}{field.name}"
+        if field.name not in raw:
+            raise ConfigError(f"config key '{dotted}' is missing")
+        hint = hints[field.name]
+        value = raw[field.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
+            values[field.name] = _to_dataclass(hint, value, prefix=f"{dotted}.")
+        else:
+            values[field.name] = _coerce(value, hint, dotted)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a simple type hint (int, float, str, bool, or X | None)."""
+    if isinstance(hint, types.UnionType):
+        if value is None:
+            return None
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"config key '{key}' must be of type {hint.__name__}, got {value!r} "
+        f"({type(value).__name__})"
+    )
+
+
+def load(
+    config_file: Path | None = None, overrides: list[dict[str, Any]] | tuple = ()
+) -> tuple[Config, dict[str, Any]]:
+    """Load the defaults, then `config_file`, then each override mapping in order.
+
+    Returns the checked Config and the merged raw mapping (saved in checkpoints).
+    """
+    raw = read_yaml(DEFAULT_CONFIG)
+    if config_file is not None:
+        raw = merge(raw, read_yaml(config_file))
+    for override in overrides:
+        raw = merge(raw, override)
+    return build(raw), raw
+
+
+def differences(config: Config, reference: Config) -> list[dict[str, Any]]:
+    """List the keys where `config` differs from `reference` (dotted key, plan, used)."""
+    return _diff(config.to_dict(), reference.to_dict(), prefix="")
+
+
+def _diff(used: dict[str, Any], plan: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in used.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_diff(value, plan[key], prefix=f"{dotted}."))
+        elif value != plan[key]:
+            rows.append({"key": dotted, "plan": plan[key], "used": value})
+    return rows
