@@ -21,7 +21,7 @@ from data.dataset import MANIFEST_FILE, PreparedData
 from data.download import DataSourceError
 from data.preprocess import prepare
 from model.gpt import CharGPT
-from testing.evaluator import evaluate, sample_text, validation_loss
+from testing.evaluator import evaluate, validation_loss
 from training.bench import benchmark
 from training.checkpoint import BEST, load_checkpoint
 from training.trainer import CHECKPOINT_DIR, LOG_FILE, NonFiniteError, Trainer
@@ -176,8 +176,9 @@ def deviations(config: Config, source: str, device: torch.device) -> list[str]:
     if device.type != "cuda":
         notes.append("no GPU: trained on the CPU in fp32 (T5 plans bf16 on CUDA)")
     plan, _ = load()
+    # The run length and the device are choices of the run, not of the plan's design.
     for row in differences(config, plan):
-        if row["key"] != "device":
+        if row["key"] not in ("device", "train.epochs"):
             notes.append(f"config {row['key']} = {row['used']!r} (plan: {row['plan']!r})")
     return notes
 
@@ -240,6 +241,7 @@ def run_train(
         summary = trainer.train(resume=resume)
     summary.update(
         parameters=model.num_parameters(),
+        parameters_by_module=model.parameters_by_module(),
         vocab_size=data.tokenizer.vocab_size,
         config_source=source,
         deviations=deviations(config, source, device),
@@ -251,22 +253,25 @@ def run_train(
     return summary
 
 
-def load_best_model(out_dir: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any]]:
-    """The best checkpoint's model, built from the config it was trained with."""
+def load_best_model(
+    out_dir: Path, device: torch.device
+) -> tuple[CharGPT, dict[str, Any], Config]:
+    """The best checkpoint's model, its training state and the config it was trained with."""
     checkpoint = load_checkpoint(out_dir / CHECKPOINT_DIR / BEST, device)
     trained = build_config(checkpoint["config"])
     model = CharGPT(trained.model, checkpoint["vocab_size"]).to(device)
     model.load_state_dict(checkpoint["model"])
-    return model, checkpoint["state"]
+    return model, checkpoint["state"], trained
 
 
 def run_evaluate(config: Config, out_dir: Path) -> dict[str, Any]:
     """E1-E4 on the best checkpoint: metrics.json."""
     device = resolve_device(config.device)
-    precision = resolve_precision(config.train.precision, device)
     with StageCost("evaluate", device) as cost:
         data = load_data(out_dir, device)
-        model, state = load_best_model(out_dir, device)
+        model, state, trained = load_best_model(out_dir, device)
+        # Score in the precision the model was trained in (T5), not this stage's config.
+        precision = resolve_precision(trained.train.precision, device)
         metrics = evaluate(model, data, config.eval, precision)
     metrics.update(
         checkpoint=BEST, checkpoint_step=state["best_step"], precision=precision, cost=cost.record()
@@ -284,12 +289,24 @@ def run_evaluate(config: Config, out_dir: Path) -> dict[str, Any]:
 
 
 def run_sample(config: Config, out_dir: Path) -> str:
-    """E5: 500 characters from "ROMEO:" with a fixed seed: samples.txt (+ samples.json)."""
+    """E5 Samples: 500 characters generated from "ROMEO:" with a fixed seed, temperature
+    0.8 and top-k 40 by the best checkpoint: samples.txt (+ samples.json).
+
+    It lives here, not in testing/, so that editing the evaluator does not redo samples.
+    """
     device = resolve_device(config.device)
+    settings = config.sample
     with StageCost("sample", device) as cost:
-        data = PreparedData.load(out_dir / DATA_DIR)
-        model, state = load_best_model(out_dir, device)
-        text = sample_text(model, data.tokenizer, config.sample)
+        tokenizer = PreparedData.load(out_dir / DATA_DIR).tokenizer
+        model, state, _ = load_best_model(out_dir, device)
+        ids = model.generate(
+            tokenizer.encode(settings.prompt),
+            n=settings.num_chars,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            seed=settings.seed,
+        )
+        text = settings.prompt + tokenizer.decode(ids)
     write_text(out_dir / SAMPLES, text + "\n")
     meta = {
         "plan_ids": ["E5"],

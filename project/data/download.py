@@ -1,4 +1,4 @@
-"""Get a verified copy of the source text: a local file, a mirror folder, the cache, or the web.
+"""D1 Source: a verified copy of the text from a local file, a mirror folder, the cache or the web.
 
 Every copy, wherever it comes from, is checked against the expected SHA-256 digest before it
 is used. Downloads go to a temporary file next to the final path and are renamed into place

@@ -49,6 +49,18 @@ class CharGPT(nn.Module):
         """Parameters counted once (the tied head adds none)."""
         return sum(p.numel() for p in self.parameters())
 
+    def parameters_by_module(self) -> dict[str, int]:
+        """Parameters of each component, keyed by the project file that defines it
+        (e.g. "model/attention.py": all L attention layers together).
+        """
+        counts: dict[str, int] = {}
+        for module in self.modules():
+            source = type(module).__module__
+            if source.startswith("model."):
+                path = source.replace(".", "/") + ".py"
+                counts[path] = counts.get(path, 0) + sum(p.numel() for p in module.parameters())
+        return counts
+
     @torch.inference_mode()
     def generate(
         self,

@@ -1,4 +1,4 @@
-"""E1-E5: score the validation split exactly (D5) and sample text from the model."""
+"""E1-E4: score the validation split exactly (D5) and compare with the baselines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from data.dataset import CharTokenizer, PreparedData
+from data.dataset import PreparedData
 from data.loader import eval_batches, eval_windows
 from model.gpt import CharGPT
 from testing.metrics import (
@@ -19,7 +19,7 @@ from testing.metrics import (
     uniform_loss,
     unigram_loss,
 )
-from utils.config import EvalConfig, SampleConfig
+from utils.config import EvalConfig
 from utils.device import autocast, inference_mode
 
 
@@ -100,15 +100,3 @@ def evaluate(
         "beats_uniform": score.loss_nats < uniform["loss_nats"],
         "beats_unigram": score.loss_nats < unigram["loss_nats"],
     }
-
-
-def sample_text(model: CharGPT, tokenizer: CharTokenizer, config: SampleConfig) -> str:
-    """E5 Samples: `num_chars` characters after the prompt, fixed seed, temperature, top-k."""
-    ids = model.generate(
-        tokenizer.encode(config.prompt),
-        n=config.num_chars,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        seed=config.seed,
-    )
-    return config.prompt + tokenizer.decode(ids)

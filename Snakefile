@@ -1,0 +1,32 @@
+# chargpt workflow: data -> train -> evaluate + sample -> report.
+# Every rule runs project/run.py (or a script in workflow/scripts) and reads JSON; none
+# imports the model code. See README.md for the rerun table.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+container: config["container"]
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output.report,
