@@ -54,7 +54,8 @@ def snakemake(
         timeout=900,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        command = " ".join(args)
+        raise AssertionError(f"snakemake {command} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 

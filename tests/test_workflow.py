@@ -121,7 +121,7 @@ def test_source_edit_reruns_exactly_its_rules(
     ("key", "value", "expected"),
     [
         ("sample.temperature", "1.0", {"sample", "report", "all"}),
-        ("eval.batch_size", "64", {"train", "evaluate", "sample", "report", "all"}),
+        ("eval.stride", "8", {"train", "evaluate", "sample", "report", "all"}),
         ("train.lr", "0.002", DOWNSTREAM_OF_TRAIN),
     ],
 )
@@ -183,9 +183,15 @@ def test_unreachable_data_fails_the_data_rule_cleanly(tmp_path: Path) -> None:
     env = workflow_env(CHARGPT_DATA_MIRROR=str(empty), CHARGPT_DATA_CACHE=str(tmp_path / "c"))
     closed_port_url = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens
     result = snakemake(
-        repo, "--cores", "1", "data", "--config", f"data_source={closed_port_url}",
+        repo,
+        "--cores",
+        "1",
+        "data",
+        "--config",
+        f"data_source={closed_port_url}",
         "overrides={'data.download_retries': 0, 'data.download_timeout_s': 2.0}",
-        env=env, check=False,
+        env=env,
+        check=False,
     )
     assert result.returncode != 0
     log = (repo / "results" / "quick" / "logs" / "data.log").read_text(encoding="utf-8")
@@ -204,8 +210,7 @@ def test_lint_and_format() -> None:
     files = ["Snakefile", *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
     import subprocess
 
-    result = subprocess.run([snakefmt, "--check", *files], cwd=REPO, capture_output=True,
-                            text=True)
+    result = subprocess.run([snakefmt, "--check", *files], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -259,8 +264,9 @@ def test_use_singularity_passes_gpus_with_nv(
     repo = copy_repo(tmp_path / "repo")
     image = tmp_path / "chargpt.sif"
     image.write_bytes(b"stub image, never run")
-    snakemake(repo, "--cores", "1", "--use-singularity", "data", "--config",
-              f"container={image}", env=env)
+    snakemake(
+        repo, "--cores", "1", "--use-singularity", "data", "--config", f"container={image}", env=env
+    )
     calls = [line for line in log.read_text().splitlines() if " exec " in f" {line}"]
     assert calls, "Snakemake never called apptainer exec"
     assert "--nv" in calls[0].split() and str(image) in calls[0]

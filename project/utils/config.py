@@ -258,10 +258,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None:
             return None
         (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if hint is float and isinstance(value, str):
-        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
+    if hint in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string, and Snakemake's --config may hand
+        # numbers over as strings; accept a string that is exactly such a number.
         try:
-            return float(value)
+            return hint(value)
         except ValueError:
             pass
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -7,6 +7,10 @@ import shlex
 import yaml
 
 RUN = f"results/{config['run_name']}"
+# The GPU jobs use every core for their host-side work (PyTorch's CPU threads); Snakemake
+# scales a claim above --cores down to it. `workflow.cores` itself is not used because
+# `snakemake --report` and --lint run without --cores.
+ALL_CORES = 256
 
 
 def monitor_args(wildcards, output):

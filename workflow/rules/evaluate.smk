@@ -10,7 +10,7 @@ rule evaluate:
         f"{RUN}/logs/evaluate.log",
     benchmark:
         f"{RUN}/benchmarks/evaluate.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=1,
     params:
@@ -35,7 +35,7 @@ rule sample:
         f"{RUN}/logs/sample.log",
     benchmark:
         f"{RUN}/benchmarks/sample.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=1,
     params:
