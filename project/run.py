@@ -253,9 +253,7 @@ def run_train(
     return summary
 
 
-def load_best_model(
-    out_dir: Path, device: torch.device
-) -> tuple[CharGPT, dict[str, Any], Config]:
+def load_best_model(out_dir: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any], Config]:
     """The best checkpoint's model, its training state and the config it was trained with."""
     checkpoint = load_checkpoint(out_dir / CHECKPOINT_DIR / BEST, device)
     trained = build_config(checkpoint["config"])

@@ -77,6 +77,8 @@ def eval_windows(n_ids: int, block_size: int, stride: int) -> list[EvalWindow]:
     """
     if n_ids < 2:
         raise ValueError("evaluation needs at least two ids")
+    if stride < 1:
+        raise ValueError(f"the evaluation stride must be >= 1, got {stride}")
     length = min(block_size, n_ids - 1)
     windows = [EvalWindow(start=0, scored=length)]
     scored_upto = length  # ids 1..scored_upto have been scored

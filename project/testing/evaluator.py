@@ -33,6 +33,11 @@ class SplitScore:
     scored: int
 
 
+def eval_stride(config: EvalConfig, block_size: int) -> int:
+    """D5: the stride S, by default T/2 (at least 1, for a context of one character)."""
+    return config.stride or max(1, block_size // 2)
+
+
 def score_split(
     model: CharGPT,
     ids: torch.Tensor,
@@ -44,8 +49,7 @@ def score_split(
     Sums stay on the device and are read back once, at the end.
     """
     block_size = model.config.block_size
-    stride = config.stride or block_size // 2
-    windows = eval_windows(len(ids), block_size, stride)
+    windows = eval_windows(len(ids), block_size, eval_stride(config, block_size))
     device = ids.device
     nll = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
@@ -90,7 +94,7 @@ def evaluate(
         "split": "val",
         "scored_chars": score.scored,
         "context": model.config.block_size,
-        "stride": config.stride or model.config.block_size // 2,
+        "stride": eval_stride(config, model.config.block_size),
         "val_loss_nats": score.loss_nats,
         "bits_per_char": bits_per_char(score.loss_nats),
         "perplexity": perplexity(score.loss_nats),

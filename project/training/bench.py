@@ -94,7 +94,6 @@ def benchmark(config: Config, data: PreparedData, peak_tflops: float | None) -> 
     precision = resolve_precision(config.train.precision, device)
     if peak_tflops is None and device.type == "cuda":
         peak_tflops = DEFAULT_CUDA_PEAK_TFLOPS
-    needed = (WARMUP_STEPS + MEASURED_STEPS) * config.train.batch_size
     results = {}
     for label, compile_model, mode in variants(device):
         train = dataclasses.replace(config.train, compile=compile_model, compile_mode=mode)
@@ -104,7 +103,7 @@ def benchmark(config: Config, data: PreparedData, peak_tflops: float | None) -> 
     print(
         f"bench on {device} ({precision}), B={config.train.batch_size} "
         f"T={config.model.block_size} L={config.model.n_layer} d={config.model.d_model}; "
-        f"{WARMUP_STEPS} warm-up + {MEASURED_STEPS} measured steps (needs {needed} windows)"
+        f"{WARMUP_STEPS} warm-up + {MEASURED_STEPS} measured steps"
     )
     print(
         f"{'variant':<26}{'step ms':>10}{'chars/s':>14}{'TFLOP/s':>10}{'MFU':>8}{'warm-up s':>11}"

@@ -154,13 +154,20 @@ class Trainer:
                 raise NonFiniteError(
                     f"non-finite training value at step {record['step']}: "
                     f"loss={record['loss']}, grad_norm={record['grad_norm']}; training stopped. "
-                    f"The last good checkpoint is {self.checkpoint_dir / LAST} "
-                    "(try a lower train.lr, or --detect-anomaly to find the operation)"
+                    f"{self._last_good_checkpoint()} (try a lower train.lr, or "
+                    "--detect-anomaly to find the operation)"
                 )
         self.losses.extend(losses)
         pending.clear()
 
     # -- T7 validation, selection and checkpoints -----------------------------------------
+
+    def _last_good_checkpoint(self) -> str:
+        last = self.checkpoint_dir / LAST
+        if not last.is_file():
+            return "No checkpoint was written before it."
+        step = load_checkpoint(last)["state"]["step"]
+        return f"The last good checkpoint, {last}, is from step {step}."
 
     def _evaluate(self) -> None:
         val_loss = self.validate(self.model)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class TrainConfig:
         _require(self.epochs >= 1, "train.epochs", "must be >= 1")
         _require(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0 < self.lr <= 1e6, "train.lr", "must be in (0, 1e6]")
         _require(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, train.lr]")
         _require(self.warmup_max_steps >= 0, "train.warmup_max_steps", "must be >= 0")
         _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
@@ -267,6 +268,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             pass
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(

@@ -1,0 +1,148 @@
+"""utils.config: the plan's defaults, and every way a bad value is rejected before work starts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import run
+from utils.config import ConfigError, load, merge, parse_assignment
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_default_config_is_the_plan() -> None:
+    config, raw = load()
+    model, train = config.model, config.train
+    assert (model.n_layer, model.n_head, model.d_model, model.block_size) == (6, 6, 384, 256)
+    assert model.dropout == 0.2 and model.rope_base == 10000.0 and model.norm_eps == 1e-6
+    assert model.init_std == 0.02
+    assert (train.lr, train.min_lr, train.warmup_max_steps, train.warmup_fraction) == (
+        1e-3,
+        1e-4,
+        100,
+        0.05,
+    )
+    assert (train.beta1, train.beta2, train.adam_eps, train.weight_decay) == (0.9, 0.99, 1e-8, 0.1)
+    assert (train.grad_clip, train.batch_size) == (1.0, 64)
+    assert config.data.train_fraction == 0.9
+    assert config.data.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    assert config.eval.stride is None
+    sample = config.sample
+    assert (sample.prompt, sample.num_chars, sample.temperature, sample.top_k) == (
+        "ROMEO:",
+        500,
+        0.8,
+        40,
+    )
+    assert raw["model"]["d_model"] == 384
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"model": {"n_layers": 3}}, "model.n_layers"),
+        ({"trian": {"lr": 1e-3}}, "trian"),
+        ({"train": {"lr": {"peak": 1e-3}}}, "train.lr"),
+    ],
+)
+def test_unknown_key_is_rejected_by_name(override: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        load(None, [override])
+
+
+def test_unknown_key_in_a_config_file_is_rejected_by_name(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "model:\n  n_layers: 4\n")
+    with pytest.raises(ConfigError, match=re.escape("'model.n_layers'")):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ('train:\n  lr: "fast"\n', "train.lr"),
+        ("train:\n  epochs: 2.5\n", "train.epochs"),
+        ("train:\n  epochs: true\n", "train.epochs"),  # a bool is not an int here
+        ("train:\n  compile: 1\n", "train.compile"),
+        ("model: 3\n", "model"),
+        ("sample:\n  prompt: 7\n", "sample.prompt"),
+    ],
+)
+def test_wrong_type_is_rejected_by_name(tmp_path: Path, yaml_text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        load(write_yaml(tmp_path, yaml_text))
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("model:\n  dropout: 1.5\n", "model.dropout"),
+        ("model:\n  dropout: -0.1\n", "model.dropout"),
+        ("train:\n  epochs: 0\n", "train.epochs"),
+        ("train:\n  min_lr: 1.0\n", "train.min_lr"),  # above the peak lr
+        ("model:\n  n_head: 5\n", "model.d_model"),  # 384 not divisible by 5
+        ("model:\n  d_model: 36\n  n_head: 4\n", "model.d_model"),  # odd head width
+        ("train:\n  precision: fp16\n", "train.precision"),
+        ("device: tpu\n", "device"),
+        ("eval:\n  stride: 300\n", "eval.stride"),  # longer than the context
+    ],
+)
+def test_out_of_range_is_rejected_by_name(tmp_path: Path, yaml_text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        load(write_yaml(tmp_path, yaml_text))
+
+
+def test_set_assignment_parses_numbers() -> None:
+    assert parse_assignment("train.lr=3e-4") == {"train": {"lr": "3e-4"}}  # YAML 1.1 reads a str
+    config, _ = load(None, [parse_assignment("train.lr=3e-4")])
+    assert isinstance(config.train.lr, float)
+    assert config.train.lr == 3e-4
+    config, _ = load(None, [parse_assignment("train.epochs=7"), parse_assignment("seed=5")])
+    assert (config.train.epochs, config.seed) == (7, 5)
+    config, _ = load(None, [parse_assignment("train.patience=null")])
+    assert config.train.patience is None
+    config, _ = load(None, [parse_assignment("train.lr=1")])  # an int where a float is due
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_assignment("train.lr")
+
+
+def test_cli_set_goes_through_the_same_checks() -> None:
+    args = run.parse_args(["train", "--set", "train.lr=3e-4", "--epochs", "3", "--device", "cpu"])
+    config, _, source = run.resolve_config(args)
+    assert config.train.lr == 3e-4 and config.train.epochs == 3 and config.device == "cpu"
+    assert source == "default"
+
+
+def test_later_overrides_win_and_merge_keeps_the_base() -> None:
+    base = {"a": 1, "b": {"c": 2, "d": 3}}
+    merged = merge(base, {"b": {"d": 4}})
+    assert merged == {"a": 1, "b": {"c": 2, "d": 4}}
+    assert base == {"a": 1, "b": {"c": 2, "d": 3}}
+    config, _ = load(None, [{"train": {"lr": 2e-3}}, {"train": {"lr": 5e-4}}])
+    assert config.train.lr == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key"),
+    [
+        ("train.lr=fast", "train.lr"),
+        ("model.n_layers=3", "model.n_layers"),
+        ("train.epochs=0", "train.epochs"),
+    ],
+)
+def test_bad_set_exits_2_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], assignment: str, key: str
+) -> None:
+    out_dir = tmp_path / "out"
+    code = run.main(["--device", "cpu", "--out-dir", str(out_dir), "--set", assignment])
+    assert code == 2
+    assert key in capsys.readouterr().err
+    assert not out_dir.exists() or not any(out_dir.iterdir())

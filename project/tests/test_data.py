@@ -1,0 +1,213 @@
+"""D2 split, D3 tokenizer, D4 training windows, D5 evaluation windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import run
+from data.dataset import CharTokenizer, PreparedData, UnknownCharacterError
+from data.loader import TrainBatches, eval_batches, eval_windows
+from data.preprocess import split_point
+
+N_CHARS, TRAIN_CHARS, VAL_CHARS = 1_115_394, 1_003_854, 111_540
+
+# -- D3 -------------------------------------------------------------------------------------
+
+
+def test_tokenizer_round_trip_with_non_ascii_characters(tmp_path: Path) -> None:
+    text = "Straße — café 😀 naïve\nTo be, or not to be: 😀é"
+    tokenizer = CharTokenizer.from_text(text)
+    assert tokenizer.chars == sorted(set(text), key=ord)
+    assert tokenizer.vocab_size == len(set(text))
+    ids = tokenizer.encode(text)
+    assert len(ids) == len(text)
+    assert sorted(set(ids)) == list(range(tokenizer.vocab_size))
+    assert tokenizer.decode(ids) == text
+    # Any text made of vocabulary characters round-trips, not only the fitting text.
+    other = "😀ß—\n" + "ecaf"
+    assert tokenizer.decode(tokenizer.encode(other)) == other
+    # ids follow code point order
+    assert tokenizer.encode("\n")[0] == 0
+    assert tokenizer.encode("😀")[0] == tokenizer.vocab_size - 1
+    # The saved vocabulary reloads to the same mapping.
+    path = tmp_path / "vocab.json"
+    path.write_text(tokenizer.to_json(), encoding="utf-8")
+    reloaded = CharTokenizer.load(path)
+    assert reloaded.chars == tokenizer.chars
+    assert reloaded.encode(text) == ids
+
+
+def test_tokenizer_rejects_an_unsorted_vocabulary() -> None:
+    with pytest.raises(ValueError, match="sorted"):
+        CharTokenizer(["b", "a"])
+    with pytest.raises(ValueError, match="sorted"):
+        CharTokenizer(["a", "a"])
+
+
+def test_unknown_character_is_named_with_its_position() -> None:
+    tokenizer = CharTokenizer.from_text("abc ")
+    with pytest.raises(UnknownCharacterError) as caught:
+        tokenizer.encode("ab cé a")
+    message = str(caught.value)
+    assert "'é'" in message and "position 4" in message
+    with pytest.raises(UnknownCharacterError, match="position 0"):
+        tokenizer.encode("😀")
+
+
+def test_real_text_vocabulary_and_split_sizes(
+    shakespeare_file: Path, prepared_run_dir: Path
+) -> None:
+    text = shakespeare_file.read_text(encoding="utf-8")
+    assert len(text) == N_CHARS
+    assert split_point(len(text), 0.9) == TRAIN_CHARS
+    assert CharTokenizer.from_text(text).vocab_size == 65
+
+    data = PreparedData.load(prepared_run_dir / run.DATA_DIR)
+    assert (len(data.train), len(data.val)) == (TRAIN_CHARS, VAL_CHARS)
+    assert data.train.dtype == torch.int64
+    assert (prepared_run_dir / "data" / "train.bin").stat().st_size == 2 * TRAIN_CHARS  # uint16
+    assert data.tokenizer.vocab_size == 65
+    # Contiguous, unshuffled: the splits decode back to the two halves of the file.
+    assert data.tokenizer.decode(data.train.tolist()) == text[:TRAIN_CHARS]
+    assert data.tokenizer.decode(data.val.tolist()) == text[TRAIN_CHARS:]
+    manifest = json.loads((prepared_run_dir / "data" / "manifest.json").read_text())
+    assert manifest["train_chars"] == TRAIN_CHARS
+    assert manifest["val_chars"] == VAL_CHARS
+    assert manifest["vocab_size"] == 65
+    assert manifest["n_chars"] == N_CHARS
+
+
+# -- D4 -------------------------------------------------------------------------------------
+
+D4_CASES = [(1000, 7, 5), (517, 10, 3), (64, 4, 2), (300, 16, 1)]
+
+
+def window_positions(inputs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
+    """With ids = arange(N), a window's ids are its positions."""
+    return [
+        [*row_in.tolist(), int(row_t[-1])] for row_in, row_t in zip(inputs, targets, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(("n", "block", "batch"), D4_CASES)
+def test_train_windows_cover_the_split_once_per_epoch(n: int, block: int, batch: int) -> None:
+    ids = torch.arange(n)
+    batches = TrainBatches(ids, block, batch, seed=1)
+    offsets = set()
+    for epoch in range(8):
+        used: list[int] = []
+        count = 0
+        for inputs, targets in batches.epoch(epoch):
+            assert inputs.shape == targets.shape == (batch, block)
+            assert torch.equal(targets, inputs + 1)  # targets are inputs shifted by one
+            for window in window_positions(inputs, targets):
+                assert window == list(range(window[0], window[0] + block + 1))
+                used.extend(window)
+            count += 1
+        assert count == batches.steps_per_epoch
+        assert len(used) == len(set(used)), "a position was used twice in one epoch"
+        assert max(used) < n
+        assert len(set(used)) / n >= 1 - (block + batch * (block + 1)) / n
+        starts = batches.window_starts(epoch).numpy()
+        assert len(set(starts % (block + 1))) == 1
+        offsets.add(int(starts[0] % (block + 1)))
+    assert all(0 <= o < block for o in offsets)
+    assert len(offsets) > 1  # a different alignment in different epochs
+
+
+def test_windows_per_epoch_is_what_fits_at_the_largest_offset() -> None:
+    for n in range(40, 120):
+        block = 6
+        fits = 0
+        while (block - 1) + (fits + 1) * (block + 1) <= n:
+            fits += 1
+        assert TrainBatches(torch.arange(n), block, 1, seed=0).windows_per_epoch == fits
+
+
+def test_train_batches_are_a_pure_function_of_seed_and_epoch() -> None:
+    ids = torch.arange(2000)
+    first = TrainBatches(ids, 8, 4, seed=5)
+    second = TrainBatches(ids.clone(), 8, 4, seed=5)
+    epoch3 = [x for x, _ in first.epoch(3)]
+    for (a, _), b in zip(second.epoch(3), epoch3, strict=True):
+        assert torch.equal(a, b)
+    epoch4 = [x for x, _ in first.epoch(4)]
+    assert any(not torch.equal(a, b) for a, b in zip(epoch3, epoch4, strict=True))
+    other_seed = [x for x, _ in TrainBatches(ids, 8, 4, seed=6).epoch(3)]
+    assert any(not torch.equal(a, b) for a, b in zip(epoch3, other_seed, strict=True))
+    for skip in (1, 17, len(epoch3) - 1, len(epoch3)):
+        tail = [x for x, _ in second.epoch(3, skip=skip)]
+        assert len(tail) == len(epoch3) - skip
+        assert all(torch.equal(a, b) for a, b in zip(tail, epoch3[skip:], strict=True))
+    # Iterating another epoch in between does not change an epoch's batches.
+    assert all(
+        torch.equal(a, b) for a, b in zip(epoch3, [x for x, _ in first.epoch(3)], strict=True)
+    )
+
+
+def test_train_batches_reject_a_split_too_short_for_one_batch() -> None:
+    with pytest.raises(ValueError, match="too short"):
+        TrainBatches(torch.arange(20), 8, 4, seed=0)
+
+
+# -- D5 -------------------------------------------------------------------------------------
+
+D5_CASES = [
+    (2, 4, 2),  # the shortest split
+    (5, 8, 4),  # N shorter than T + 1
+    (9, 8, 4),  # N = T + 1: one full window
+    (10, 8, 4),
+    (50, 8, 3),  # S does not divide N
+    (37, 10, 7),
+    (64, 16, 5),
+    (100, 16, 16),  # S = T
+    (100, 16, 1),
+]
+
+
+@pytest.mark.parametrize(("n", "block", "stride"), D5_CASES)
+def test_eval_windows_score_every_position_once_with_enough_context(
+    n: int, block: int, stride: int
+) -> None:
+    ids = torch.arange(n)
+    windows = eval_windows(n, block, stride)
+    length = min(block, n - 1)
+    scored: list[int] = []
+    for batch_size in (1, 3):
+        scored = []
+        first = True
+        for inputs, targets, mask in eval_batches(ids, windows, block, batch_size):
+            assert inputs.shape == targets.shape == mask.shape
+            assert inputs.shape[1] == length
+            assert torch.equal(targets, inputs + 1)
+            for row_in, row_t, row_m in zip(inputs, targets, mask, strict=True):
+                start = int(row_in[0])
+                assert torch.equal(row_in, torch.arange(start, start + length))
+                for position, is_scored in zip(row_t.tolist(), row_m.tolist(), strict=True):
+                    if not is_scored:
+                        continue
+                    scored.append(position)
+                    context = position - start  # ids start .. position-1
+                    assert 1 <= context <= block
+                    if not first:
+                        assert context >= block - stride
+                first = False
+        assert sorted(scored) == list(range(1, n)), "every position after the first, once"
+    assert sum(w.scored for w in windows) == n - 1
+    assert windows[0].start == 0
+
+
+def test_eval_windows_need_two_ids() -> None:
+    with pytest.raises(ValueError):
+        eval_windows(1, 8, 4)
+
+
+def test_prepared_ids_fit_uint16(prepared_run_dir: Path) -> None:
+    raw = np.fromfile(prepared_run_dir / "data" / "val.bin", dtype=np.uint16)
+    assert raw.shape == (VAL_CHARS,)
+    assert int(raw.max()) < 65

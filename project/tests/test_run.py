@@ -1,0 +1,262 @@
+"""run.py end to end on the real text with a tiny model: outputs, quick validation, T4 guard,
+T8 same-seed determinism and T7/T8 resume equivalence on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import run
+from data.loader import TrainBatches
+from training.optim import learning_rate
+from utils.config import load
+from utils.io import read_json, read_jsonl
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+Argv = Callable[..., list[str]]
+CHECKPOINTS = ("best.pt", "last.pt")
+# The reference run and the resumed run save last.pt every 5 steps and flush the log every
+# 2 steps, so that a kill usually lands with logged steps past the newest checkpoint.
+RESUME_SETTINGS = ("--set", "train.checkpoint_every_steps=5", "--set", "train.sync_every_steps=2")
+RESUME_EPOCHS = ("--epochs", "2")
+
+
+def train_records(out_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(out_dir / "train_log.jsonl") if r["kind"] == "train"]
+
+
+def logged_steps_so_far(log_path: Path) -> list[int]:
+    """Train steps of a log that another process is appending to (a torn last line is skipped)."""
+    if not log_path.is_file():
+        return []
+    steps = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["kind"] == "train":
+            steps.append(record["step"])
+    return steps
+
+
+def loss_sequence(out_dir: Path) -> list[tuple[str, int, float]]:
+    """Every train loss and validation loss of a run's log, in order."""
+    return [
+        (r["kind"], r["step"], r["loss"] if r["kind"] == "train" else r["val_loss"])
+        for r in read_jsonl(out_dir / "train_log.jsonl")
+    ]
+
+
+def metric_numbers(out_dir: Path) -> dict[str, Any]:
+    """metrics.json without what is allowed to differ between runs (timings)."""
+    metrics = read_json(out_dir / "metrics.json")
+    metrics.pop("cost")
+    return metrics
+
+
+def steps_per_epoch(prepared: Path, block_size: int = 64, batch_size: int = 64) -> int:
+    """D4 steps an epoch of the real training split (defaults: conftest's TINY_YAML)."""
+    manifest = read_json(prepared / "data" / "manifest.json")
+    ids = torch.zeros(manifest["train_chars"], dtype=torch.long)
+    return TrainBatches(ids, block_size, batch_size, seed=0).steps_per_epoch
+
+
+# -- E2E: the quick validation, tiny ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, tiny_cli: Argv) -> Path:
+    """`run.py all --epochs 2` (prepare, train, evaluate, sample) with the tiny model."""
+    out = tmp_path_factory.mktemp("quick")
+    assert run.main(tiny_cli("all", out, *RESUME_EPOCHS)) == 0  # 1 if quick validation fails
+    return out
+
+
+def test_all_stages_on_the_real_text(quick_run: Path, tiny_config_file: Path) -> None:
+    out = quick_run
+    # D1-D3: prepared data and its manifest
+    manifest = read_json(out / "data" / "manifest.json")
+    assert manifest["source_sha256"] == SHAKESPEARE_SHA256
+    assert manifest["vocab_size"] == 65
+    assert (manifest["train_chars"], manifest["val_chars"]) == (1_003_854, 111_540)
+    for name in ("train.bin", "val.bin", "vocab.json"):
+        assert (out / "data" / name).is_file()
+
+    # T1-T8: the training log
+    records = read_jsonl(out / "train_log.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    per_epoch = steps_per_epoch(out)
+    assert [r["step"] for r in train] == list(range(1, 2 * per_epoch + 1))
+    assert [r["step"] for r in val] == [per_epoch, 2 * per_epoch]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in train)
+    assert all(math.isfinite(r["val_loss"]) for r in val)
+    first = sum(r["loss"] for r in train[:10]) / 10
+    last = sum(r["loss"] for r in train[-10:]) / 10
+    assert last < first - 0.5, (first, last)
+    config, _ = load(tiny_config_file, [{"train": {"epochs": 2}}])
+    total = 2 * per_epoch
+    for r in train:  # T3: the logged rate is the schedule's rate of that step
+        assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, total, config.train), rel=1e-9)
+
+    summary = read_json(out / "train_summary.json")
+    assert summary["steps"] == total and summary["epochs_run"] == 2
+    assert summary["first_train_loss"] == pytest.approx(first)
+    assert summary["final_train_loss"] == pytest.approx(last)
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in val)
+
+    # T7: checkpoints load without unpickling code and hold what a resume needs
+    for name in CHECKPOINTS:
+        checkpoint = torch.load(out / "checkpoints" / name, weights_only=True)
+        assert {"model", "optimizer", "schedule", "state", "rng"} <= checkpoint.keys()
+        assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert best["state"]["best_step"] == summary["best_step"]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == total
+
+    # E1-E4
+    metrics = read_json(out / "metrics.json")
+    assert metrics["scored_chars"] == 111_540 - 1
+    assert metrics["val_loss_nats"] == pytest.approx(summary["best_val_loss"], rel=1e-9)
+    assert metrics["bits_per_char"] == pytest.approx(metrics["val_loss_nats"] / math.log(2))
+    assert metrics["baselines"]["uniform"]["bits_per_char"] == pytest.approx(math.log2(65))
+    assert metrics["bits_per_char"] < metrics["baselines"]["unigram"]["bits_per_char"]
+    assert metrics["beats_unigram"] and metrics["beats_uniform"]
+
+    # E5
+    sample = (out / "samples.txt").read_text(encoding="utf-8")
+    assert sample.startswith("ROMEO:") and sample.endswith("\n")
+    assert len(sample[:-1]) == len("ROMEO:") + 500
+    vocab = set(json.loads((out / "data" / "vocab.json").read_text(encoding="utf-8"))["chars"])
+    assert set(sample) <= vocab
+
+    quick = read_json(out / "quick_validation.json")
+    assert quick["passed"] is True
+    assert all(quick["checks"].values())
+
+
+# -- T4: a non-finite loss stops the run ------------------------------------------------------
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_a_finite_checkpoint(
+    tmp_path: Path,
+    tiny_cli: Argv,
+    with_prepared_data: Callable[[Path], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An absurd peak rate (1e6) really drives the tiny model to NaN within a few steps;
+    # a checkpoint every step makes last.pt the newest state before the bad step.
+    out = with_prepared_data(tmp_path / "nan")
+    settings = ["train.lr=1e6", "train.min_lr=0", "train.checkpoint_every_steps=1"]
+    argv = tiny_cli("train", out, *(a for s in settings for a in ("--set", s)))
+    code = run.main(argv)
+    error = capsys.readouterr().err
+    assert code != 0
+    records = train_records(out)
+    bad = [r for r in records if not (math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]))]
+    assert bad, "the run was expected to go non-finite"
+    bad_step = bad[0]["step"]
+    assert records[-1]["step"] == bad_step  # stopped at once
+    assert f"step {bad_step}:" in error and "non-finite" in error
+    assert not (out / "train_summary.json").exists()
+    checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["state"]["step"] == bad_step - 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+
+
+# -- T8: same seed, same losses ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_cli: Argv, prepared_run_dir: Path
+) -> Path:
+    """An uninterrupted 2-epoch training run, evaluated (run A of the resume test)."""
+    out = tmp_path_factory.mktemp("reference")
+    shutil.copytree(prepared_run_dir / "data", out / "data")
+    assert run.main(tiny_cli("train", out, *RESUME_EPOCHS, *RESUME_SETTINGS)) == 0
+    assert run.main(tiny_cli("evaluate", out)) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_losses_and_metrics(quick_run: Path, reference_run: Path) -> None:
+    """Two independent runs with the same seed and config: `all` (checkpoints once an epoch)
+    and `train` + `evaluate` (checkpoints every 5 steps, which must not perturb anything).
+    """
+    sequence = loss_sequence(quick_run)
+    assert len(sequence) == 2 * steps_per_epoch(quick_run) + 2  # every step, both validations
+    assert sequence == loss_sequence(reference_run)  # exact float equality
+    assert metric_numbers(quick_run) == metric_numbers(reference_run)
+    last = [
+        torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+        for out in (quick_run, reference_run)
+    ]
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
+
+
+# -- T7/T8: a killed and resumed run equals an uninterrupted one ------------------------------
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_bit_for_bit(
+    tmp_path: Path,
+    tiny_cli: Argv,
+    with_prepared_data: Callable[[Path], Path],
+    reference_run: Path,
+) -> None:
+    out = with_prepared_data(tmp_path / "resumed")
+    argv = tiny_cli("train", out, *RESUME_EPOCHS, *RESUME_SETTINGS)
+    per_epoch = steps_per_epoch(out)
+    log_path, last_path = out / "train_log.jsonl", out / "checkpoints" / "last.pt"
+    # Kill in the second epoch, at a logged step that is not a checkpoint step.
+    with (tmp_path / "killed.log").open("w") as console:
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_DIR / "run.py"), *argv],
+            cwd=PROJECT_DIR,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            # The same thread count as this process (conftest pins 1): CPU kernels reduce
+            # in a thread-count-dependent order, and the comparison is bit for bit.
+            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                assert process.poll() is None, "the run ended before it could be killed"
+                assert time.monotonic() < deadline, "the run did not get far enough in time"
+                steps = logged_steps_so_far(log_path)
+                if steps and steps[-1] >= per_epoch + 20 and steps[-1] % 5 and last_path.is_file():
+                    process.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+        finally:
+            process.kill()
+            process.wait()
+    killed_at = train_records(out)[-1]["step"]
+    checkpoint_step = torch.load(last_path, weights_only=True)["state"]["step"]
+    assert per_epoch < checkpoint_step < killed_at < 2 * per_epoch  # lines past it are redone
+
+    assert run.main([*argv, "--resume"]) == 0
+    assert run.main(tiny_cli("evaluate", out)) == 0
+    assert read_json(out / "train_summary.json")["resumed_from_step"] == checkpoint_step
+    assert loss_sequence(out) == loss_sequence(reference_run)  # bit for bit, no duplicates
+    assert metric_numbers(out) == metric_numbers(reference_run)
+    ours = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["model"]
+    theirs = torch.load(reference_run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
