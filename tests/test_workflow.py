@@ -72,6 +72,15 @@ def test_report_numbers_come_from_the_run(finished_workflow: Path) -> None:
         assert (run / "logs" / f"{stage}.log").is_file()
 
 
+@pytest.mark.slow
+def test_snakemake_html_report_bundles_report_plots_and_sample(finished_workflow: Path) -> None:
+    html = finished_workflow / "results" / "report.html"
+    snakemake(finished_workflow, *TINY_RUN, "--report", str(html))
+    text = html.read_text(encoding="utf-8", errors="replace")
+    for name in ("ml_res.md", "loss.png", "gpu.png", "samples.txt"):
+        assert name in text
+
+
 def planned_jobs(repo: Path, *args: str) -> set[str]:
     """The rules `snakemake -n` would run (its job-stats table)."""
     output = snakemake(repo, "-n", *TINY_RUN, *args).stdout

@@ -1,10 +1,13 @@
 rule evaluate:
     input:
         best=rules.train.output.best,
+        summary=rules.train.output.summary,
+        log=rules.train.output.log,
         manifest=rules.data.output.manifest,
         code=sources("data", "model", "testing", "utils", "training/checkpoint.py"),
     output:
         metrics=f"{RUN}/metrics.json",
+        checks=f"{RUN}/quick_validation.json",
         gpu=multiext(f"{RUN}/monitor/evaluate", ".json", ".csv"),
     log:
         f"{RUN}/logs/evaluate.log",

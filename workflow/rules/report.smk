@@ -13,6 +13,7 @@ rule report:
         summary=rules.train.output.summary,
         log=rules.train.output.log,
         metrics=rules.evaluate.output.metrics,
+        checks=rules.evaluate.output.checks,
         samples=rules.sample.output.text,
         samples_meta=rules.sample.output.meta,
         manifest=rules.data.output.manifest,
