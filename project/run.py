@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import platform
 import sys
 from pathlib import Path
@@ -184,15 +185,27 @@ def deviations(config: Config, source: str, device: torch.device) -> list[str]:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env = {
+    on_cuda = device.type == "cuda"
+    return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "device": str(device),
-        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gpu_name": torch.cuda.get_device_name(device) if on_cuda else None,
         "cpu_threads": torch.get_num_threads(),
+        # What "peak memory within the device" is checked against.
+        "device_memory_bytes": (
+            torch.cuda.get_device_properties(device).total_memory
+            if on_cuda
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        ),
     }
-    return env
+
+
+def peak_memory(summary: dict[str, Any]) -> int:
+    """The training stage's peak on its device: PyTorch's reserved GPU memory, else host RSS."""
+    cost = summary["cost"]
+    return cost["torch_max_memory_reserved_bytes"] or cost["peak_host_rss_bytes"]
 
 
 # -- stages ---------------------------------------------------------------------------
@@ -331,6 +344,8 @@ def quick_validation(out_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps),
         "validation bpc below the unigram baseline": metrics["beats_unigram"],
         "validation bpc below the uniform baseline": metrics["beats_uniform"],
+        "peak memory within the device": peak_memory(summary)
+        < summary["environment"]["device_memory_bytes"],
     }
     result = {"passed": all(checks.values()), "checks": checks}
     write_json(out_dir / QUICK_VALIDATION, result)
