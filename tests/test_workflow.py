@@ -8,12 +8,12 @@ import json
 import os
 import re
 import shutil
-import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, copy_repo, snakemake, workflow_env
+from conftest import REPO, TINY_RUN, copy_repo, snakemake, workflow_env
 
 SECTIONS = [
     "# Implementation Report",
@@ -209,47 +209,24 @@ def test_unreachable_data_fails_the_data_rule_cleanly(tmp_path: Path) -> None:
 
 
 def test_lint_and_format() -> None:
-    from conftest import REPO
-
     lint = snakemake(REPO, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr
     snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent))
     assert snakefmt, "snakefmt is installed from requirements-dev.txt"
     files = ["Snakefile", *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
-    import subprocess
-
     result = subprocess.run([snakefmt, "--check", *files], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-STUB_APPTAINER = """#!/usr/bin/env bash
-# STUB apptainer for tests: not Apptainer. It records its arguments, fakes `--version`
-# and `pull`, and runs the command of `exec ... IMAGE SHELL -c CMD` natively.
-echo "$*" >> "$APPTAINER_STUB_LOG"
-case "$1" in
-  --version) echo "apptainer version 1.3.4"; exit 0 ;;
-  pull) shift; touch "$2"; exit 0 ;;
-esac
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  if [ "${args[i]}" = "-c" ]; then exec bash -c "${args[i+1]}"; fi
-done
-exit 97
-"""
-
-
 @pytest.fixture
 def stub_apptainer(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """PATH with a STUB `apptainer` first (named as a stub: it is not a container)."""
-    bin_dir = tmp_path / "stub-bin"
-    bin_dir.mkdir()
-    stub = bin_dir / "apptainer"
-    stub.write_text(STUB_APPTAINER, encoding="utf-8")
-    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    """PATH with the STUB `apptainer` of tests/stubs first: not a container, it records
+    each call and runs the job's command on the host.
+    """
     log = tmp_path / "apptainer-calls.log"
-    env = workflow_env(APPTAINER_STUB_LOG=str(log))
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env = workflow_env(APPTAINER_STUB_LOG=str(log), APPTAINER_STUB_RUN="1")
+    env["PATH"] = f"{REPO / 'tests' / 'stubs'}{os.pathsep}{env['PATH']}"
     return env, log
 
 

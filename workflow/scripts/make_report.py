@@ -307,17 +307,23 @@ def environment(
         ["GPU", (device or {}).get("name") or env.get("gpu_name") or "none"],
         ["NVIDIA driver", (device or {}).get("driver_version") or no_gpu],
         ["Snakemake", args.snakemake_version],
-        [
-            "Container image",
-            args.container
-            if args.container_used
-            else f"not used (native run; configured: {args.container})",
-        ],
+        ["Container image", container_image(args)],
         ["Project config", summary["config_source"]],
         ["Device", env["device"]],
         ["CPU threads", str(env["cpu_threads"])],
     ]
     return table(rows, ["Item", "Value"])
+
+
+def container_image(args: argparse.Namespace) -> str:
+    """Which image the jobs ran in: Apptainer mode, our image under Compose, or none."""
+    inside = os.environ.get("CHARGPT_IMAGE_VERSION")  # set by docker/Dockerfile
+    if args.container_used:
+        return f"{args.container} (snakemake --use-singularity)"
+    if inside:
+        revision = os.environ.get("CHARGPT_IMAGE_REVISION", "unknown")
+        return f"chargpt-workflow {inside}, revision {revision} (Docker/Compose)"
+    return f"not used (native run; configured: {args.container})"
 
 
 def git_state() -> tuple[str, str]:
