@@ -171,6 +171,9 @@ def test_one_rule_reruns_on_request(edited_copy: Path) -> None:
         ("monitor={'memory_interval_s': -1, 'slow_interval_s': 0.5}", "memory_interval_s"),
         ("overrides={'modle.n_layer': 2}", "modle.n_layer"),
         ("unknown_key=1", "unknown_key"),
+        # Project config values are checked by the project's own checker, also before any job.
+        ("overrides={'train.lr': 'fast'}", "train.lr"),
+        ("overrides={'eval.stride': 100000}", "eval.stride"),
     ],
 )
 def test_schema_rejects_bad_config_before_any_job(

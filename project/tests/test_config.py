@@ -146,3 +146,13 @@ def test_bad_set_exits_2_before_writing_anything(
     assert code == 2
     assert key in capsys.readouterr().err
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_check_main_reports_bad_values_without_running_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from utils.config import CPU_PRESET, check_main
+
+    assert check_main(["--config", str(CPU_PRESET), "--set", "train.lr=3e-4"]) == 0
+    assert check_main(["--config", str(CPU_PRESET), "--set", "model.n_layers=2"]) == 2
+    assert "model.n_layers" in capsys.readouterr().err

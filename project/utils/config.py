@@ -8,9 +8,11 @@ work starts, with a message that names the key.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -307,3 +309,34 @@ def _diff(used: dict[str, Any], plan: dict[str, Any], prefix: str) -> list[dict[
         elif value != plan[key]:
             rows.append({"key": dotted, "plan": plan[key], "used": value})
     return rows
+
+
+def check_main(argv: list[str] | None = None) -> int:
+    """`python project/utils/config.py --config FILE --set KEY=VALUE ...`: check config files
+    and overrides without running anything (the workflow does this before any job).
+    Needs only PyYAML, so it is quick to call.
+    """
+    parser = argparse.ArgumentParser(description=check_main.__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help="a config file to check (repeatable; each one on its own)",
+    )
+    parser.add_argument(
+        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE"
+    )
+    args = parser.parse_args(argv)
+    try:
+        overrides = [parse_assignment(text) for text in args.assignments]
+        for config_file in args.config or [None]:
+            load(config_file, overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(check_main())

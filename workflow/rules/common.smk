@@ -3,6 +3,8 @@
 import glob
 import json
 import shlex
+import subprocess
+import sys
 
 import yaml
 
@@ -71,6 +73,25 @@ def settings(*sections):
         key: value for key, value in config["overrides"].items() if reads(key, sections)
     }
     return values
+
+
+def check_project_config():
+    """Check the project config files and overrides with the project's own checker (a
+    subprocess: the workflow never imports project code), so that a bad value stops the
+    workflow before any job starts.
+    """
+    command = [sys.executable, "project/utils/config.py"]
+    for path in project_config_files():
+        read_config_file(path)  # a clear error for a missing file
+        command += ["--config", path]
+    for key, value in config["overrides"].items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise WorkflowError(f"project config: {result.stderr.strip()}")
+
+
+check_project_config()
 
 
 def run_args(*sections, cli=()):
