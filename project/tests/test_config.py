@@ -156,3 +156,9 @@ def test_check_main_reports_bad_values_without_running_anything(
     assert check_main(["--config", str(CPU_PRESET), "--set", "train.lr=3e-4"]) == 0
     assert check_main(["--config", str(CPU_PRESET), "--set", "model.n_layers=2"]) == 2
     assert "model.n_layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf"])
+def test_non_finite_numbers_given_as_strings_are_rejected(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"'train\.grad_clip' must be a finite number"):
+        load(None, [parse_assignment(f'train.grad_clip="{text}"')])

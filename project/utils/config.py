@@ -9,6 +9,7 @@ work starts, with a message that names the key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import math
@@ -263,13 +264,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if hint in (int, float) and isinstance(value, str):
         # YAML 1.1 reads "1e-3" (no dot) as a string, and Snakemake's --config may hand
-        # numbers over as strings; accept a string that is exactly such a number.
-        try:
-            return hint(value)
-        except ValueError:
-            pass
+        # numbers over as strings; read a string that is exactly such a number as one.
+        with contextlib.suppress(ValueError):
+            value = hint(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if hint is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):

@@ -213,7 +213,6 @@ def baselines(metrics: dict[str, Any]) -> str:
 
 
 def stage_costs(
-    run: Path,
     stage_json: dict[str, dict[str, Any]],
     monitors: dict[str, dict[str, Any]],
     benchmarks: dict[str, dict[str, str]],
@@ -408,7 +407,7 @@ def build_report(run: Path, args: argparse.Namespace) -> str:
             "",
             "## Cost per Stage",
             "",
-            stage_costs(run, stage_json, monitors, benchmarks),
+            stage_costs(stage_json, monitors, benchmarks),
             "",
             "## Environment",
             "",
