@@ -1,4 +1,5 @@
-# chargpt workflow: data -> train -> evaluate + sample -> report.
+# chargpt workflow, for every configured (run, seed):
+# prepare -> train -> evaluate + sample -> report, then one summary across runs.
 # Every rule runs project/run.py (or a script in workflow/scripts) and reads JSON; none
 # imports the model code. See README.md for the rerun table.
 
@@ -20,7 +21,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
+include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -29,4 +30,5 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        rules.report.output.report,
+        rules.summary.output,
+        every_run(rules.report.output.report),

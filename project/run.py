@@ -1,8 +1,13 @@
-"""The one entry point: `python run.py [prepare|train|evaluate|sample|bench|all] [options]`.
+"""The one entry point: `python run.py [all|prepare|train|evaluate|sample|bench] [options]`.
 
-`python run.py --epochs 2` is the quick validation: prepare → train → evaluate → sample.
-Every stage writes JSON (or JSON Lines) under --out-dir; project/README.md documents the
-fields, which are the contract the Snakemake workflow reads.
+`python run.py --epochs 2` is the quick validation: it resolves the configuration once,
+then chains the stages prepare → train → evaluate → sample under --out-dir. Each stage is
+also a command of its own that takes its input and output files (`--best PATH`, ...; by
+default under --out-dir as `FILES` lists them) and its configuration: the options below,
+or `--stage-config FILE`, the stage's sections as the workflow resolved them. A stage sees
+only the config sections it reads (utils/config.py: STAGE_SECTIONS), and the workflow
+derives each stage's code inputs from its `run_<stage>` function here (utils/reads.py).
+project/README.md documents every output's fields.
 """
 
 from __future__ import annotations
@@ -18,39 +23,76 @@ from typing import Any
 
 import torch
 
-from data.dataset import MANIFEST_FILE, PreparedData
+from data.dataset import CharTokenizer, DataFiles, PreparedData
 from data.download import DataSourceError
 from data.preprocess import prepare
 from model.gpt import CharGPT
 from testing.evaluator import evaluate, validation_loss
+from testing.sampler import sample_text
 from training.bench import benchmark
-from training.checkpoint import BEST, load_checkpoint
-from training.trainer import CHECKPOINT_DIR, LOG_FILE, NonFiniteError, Trainer
+from training.checkpoint import load_checkpoint
+from training.trainer import NonFiniteError, Trainer
 from utils.config import (
     CPU_PRESET,
     DEFAULT_CONFIG,
+    STAGE_SECTIONS,
+    STAGES,
     Config,
     ConfigError,
-    differences,
-    load,
-    parse_assignment,
+    Resolved,
+    add_arguments,
+    build,
+    resolve_arguments,
 )
-from utils.config import build as build_config
 from utils.cost import StageCost
 from utils.device import DeviceError, resolve_device, resolve_precision
 from utils.io import read_json, read_jsonl, write_json, write_text
+from utils.reads import write_stage_configs
 from utils.seed import seed_everything
 
 logger = logging.getLogger("run")
 
-STAGES = ("all", "prepare", "train", "evaluate", "sample", "bench")
-DATA_DIR = "data"
-TRAIN_SUMMARY = "train_summary.json"
-METRICS = "metrics.json"
-SAMPLES = "samples.txt"
-SAMPLES_META = "samples.json"
-QUICK_VALIDATION = "quick_validation.json"
+# Every file a stage reads or writes: its option name and where it goes under --out-dir
+# when the option is not given. The workflow's rules name each one themselves.
+FILES = {
+    "train_ids": "data/train.bin",
+    "val_ids": "data/val.bin",
+    "vocab": "data/vocab.json",
+    "manifest": "data/manifest.json",
+    "summary": "train_summary.json",
+    "train_log": "train_log.jsonl",
+    "best": "checkpoints/best.pt",
+    "last": "checkpoints/last.pt",
+    "work_dir": "train.resume",
+    "metrics": "metrics.json",
+    "checks": "quick_validation.json",
+    "samples": "samples.txt",
+    "samples_meta": "samples.json",
+    **{f"{stage}_cost": f"cost/{stage}.json" for stage in STAGES},
+}
+DATA = ("train_ids", "val_ids", "vocab", "manifest")
+STAGE_FILES = {
+    "prepare": (*DATA, "prepare_cost"),
+    "train": (*DATA, "summary", "train_log", "best", "last", "work_dir", "train_cost"),
+    "evaluate": (
+        *DATA,
+        "best",
+        "summary",
+        "train_log",
+        "train_cost",
+        "metrics",
+        "checks",
+        "evaluate_cost",
+    ),
+    "sample": ("vocab", "best", "samples", "samples_meta", "sample_cost"),
+}
+CONFIG_DIR = "config"  # `all`: the resolved stage configs, as the workflow writes them
 BENCH = "bench.json"
+Files = dict[str, Path]
+
+
+class UsageError(ValueError):
+    """Options that do not fit together (e.g. a file option of another stage)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,45 +104,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "stage",
         nargs="?",
         default="all",
-        choices=STAGES,
+        choices=("all", *STAGES, "bench"),
         help="stage to run; 'all' (the default) runs prepare, train, evaluate and sample",
     )
+    add_arguments(parser)
     parser.add_argument(
-        "--config",
+        "--stage-config",
         type=Path,
-        help="YAML file whose keys override configs/default.yaml (the plan); "
-        "without it, --device auto on a machine without CUDA uses configs/cpu.yaml",
+        help="the stage's config sections as a JSON file (what the workflow passes); "
+        "replaces --config, --set, --epochs, --seed, --device and --data-source",
     )
-    parser.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set train.lr=3e-4 (repeatable)",
-    )
-    parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        help="where to run; auto = CUDA if available, else the CPU (config key: device)",
-    )
-    parser.add_argument("--seed", type=int, help="the one seed of Python, NumPy, PyTorch (T8)")
     parser.add_argument(
         "--out-dir",
         type=Path,
         default=Path("outputs"),
-        help="folder for every output (default: ./outputs)",
-    )
-    parser.add_argument(
-        "--data-source",
-        help="where the text comes from: a file (data.local_file), a mirror folder laid out "
-        "<dir>/<dataset>/<file> (data.mirror_dir) or an http(s) URL (data.url)",
+        help="folder for every file not named by its own option (default: ./outputs)",
     )
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue training from <out-dir>/checkpoints/last.pt",
+        help="train: continue from the newest checkpoint of the work folder when it was "
+        "made under the same configuration and data (else start from step 0 and say why)",
     )
     parser.add_argument(
         "--detect-anomaly",
@@ -113,75 +137,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bench only: the device's peak bf16 TFLOP/s for model FLOPs utilisation "
         "(default on CUDA: 790, the dense bf16 matmul rate measured on our H100)",
     )
+    files = parser.add_argument_group("files of a stage (default: under --out-dir)")
+    for name, default in FILES.items():
+        users = [stage for stage, names in STAGE_FILES.items() if name in names]
+        files.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=Path,
+            metavar="PATH",
+            help=f"{', '.join(users)}; default <out-dir>/{default}",
+        )
     return parser.parse_args(argv)
 
 
-# -- configuration --------------------------------------------------------------------
+# -- configuration and files ----------------------------------------------------------
 
 
-def cli_overrides(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The command line as config overrides, applied after the config file."""
-    overrides = [parse_assignment(text) for text in args.assignments]
-    if args.epochs is not None:
-        overrides.append({"train": {"epochs": args.epochs}})
-    if args.seed is not None:
-        overrides.append({"seed": args.seed})
-    if args.device is not None:
-        overrides.append({"device": args.device})
-    if args.data_source is not None:
-        overrides.append({"data": data_source_override(args.data_source)})
-    return overrides
-
-
-def data_source_override(source: str) -> dict[str, str]:
-    if source.startswith(("http://", "https://")):
-        return {"url": source}
-    path = Path(source).expanduser().resolve()
-    if path.is_dir():
-        return {"mirror_dir": str(path)}
-    if path.is_file():
-        return {"local_file": str(path)}
-    raise ConfigError(f"--data-source {source}: no such file or folder (nor an http(s) URL)")
-
-
-def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any], str]:
-    """Pick the config file (explicit, else the plan, else the CPU preset), apply the CLI.
-
-    Returns the config, its raw mapping and a label of where it came from.
-    """
-    overrides = cli_overrides(args)
-    if args.config is not None:
-        config, raw = load(args.config, overrides)
-        return config, raw, str(args.config)
-    config, raw = load(None, overrides)
-    if config.device == "auto" and not torch.cuda.is_available():
-        config, raw = load(CPU_PRESET, overrides)
+def resolve(args: argparse.Namespace) -> Resolved:
+    """The run's configuration from the options; says so when the CPU preset stands in."""
+    if args.stage_config is not None:
+        raise UsageError(f"--stage-config is for one stage; `{args.stage}` resolves its own")
+    resolved = resolve_arguments(args)
+    if resolved.source == "cpu-preset":
         logger.warning(
             "no CUDA device: using the CPU preset %s instead of the plan's full "
             "configuration (pass --config %s to insist on the plan's sizes)",
             CPU_PRESET,
             DEFAULT_CONFIG,
         )
-        return config, raw, "cpu-preset"
-    return config, raw, "default"
+    return resolved
 
 
-def deviations(config: Config, source: str, device: torch.device) -> list[str]:
-    """What this run does differently from the plan, as the report lists it."""
-    notes = []
-    if source == "cpu-preset":
-        notes.append(
-            "CPU preset (configs/cpu.yaml) instead of the plan's full configuration: "
-            "no CUDA device and no explicit --config"
-        )
-    if device.type != "cuda":
-        notes.append("no GPU: trained on the CPU in fp32 (T5 plans bf16 on CUDA)")
-    plan, _ = load()
-    # The run length and the device are choices of the run, not of the plan's design.
-    for row in differences(config, plan):
-        if row["key"] not in ("device", "train.epochs"):
-            notes.append(f"config {row['key']} = {row['used']!r} (plan: {row['plan']!r})")
-    return notes
+def stage_config(args: argparse.Namespace) -> Config:
+    """The sections the stage reads: from --stage-config, or resolved from the options."""
+    sections = STAGE_SECTIONS[args.stage]
+    if args.stage_config is None:
+        return build(resolve(args).view(args.stage), sections)
+    chosen = [
+        name
+        for name in ("config", "epochs", "seed", "device", "data_source")
+        if getattr(args, name) is not None
+    ] + (["set"] if args.assignments else [])
+    if chosen:
+        raise UsageError(f"--stage-config replaces --{', --'.join(chosen)}; pass one or the other")
+    try:
+        return build(read_json(args.stage_config), sections)
+    except ConfigError as error:
+        raise ConfigError(f"{args.stage_config}: {error}") from None
+
+
+def stage_files(args: argparse.Namespace, stage: str) -> Files:
+    """The stage's files: each named option, else its place under --out-dir."""
+    given = {name for name in FILES if getattr(args, name) is not None}
+    foreign = sorted(given - set(STAGE_FILES.get(stage, ())))
+    if foreign:
+        options = ", ".join(f"--{name.replace('_', '-')}" for name in foreign)
+        raise UsageError(f"{options}: not a file of stage `{stage}`")
+    return {name: getattr(args, name) or args.out_dir / FILES[name] for name in FILES}
+
+
+def data_files(files: Files) -> DataFiles:
+    return DataFiles(files["train_ids"], files["val_ids"], files["vocab"], files["manifest"])
+
+
+def load_data(files: Files, device: torch.device) -> PreparedData:
+    data = PreparedData.load(data_files(files))
+    return PreparedData(data.train.to(device), data.val.to(device), data.tokenizer, data.manifest)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -202,93 +222,73 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def peak_memory(summary: dict[str, Any]) -> int:
-    """The training stage's peak on its device: PyTorch's reserved GPU memory, else host RSS."""
-    cost = summary["cost"]
-    return cost["torch_max_memory_reserved_bytes"] or cost["peak_host_rss_bytes"]
-
-
 # -- stages ---------------------------------------------------------------------------
 
 
-def run_prepare(config: Config, out_dir: Path) -> dict[str, Any]:
-    """D1-D3: the encoded splits, vocab.json and manifest.json under <out-dir>/data."""
+def run_prepare(config: Config, files: Files) -> dict[str, Any]:
+    """D1-D3: the encoded splits, the vocabulary and the manifest."""
     with StageCost("prepare", torch.device("cpu")) as cost:
-        manifest = prepare(config.data, out_dir / DATA_DIR)
-    manifest["cost"] = cost.record()
-    write_json(out_dir / DATA_DIR / MANIFEST_FILE, manifest)
+        manifest = prepare(config.data, data_files(files))
+    write_json(files["prepare_cost"], cost.record())
     return manifest
 
 
-def load_data(out_dir: Path, device: torch.device) -> PreparedData:
-    data = PreparedData.load(out_dir / DATA_DIR)
-    return PreparedData(data.train.to(device), data.val.to(device), data.tokenizer, data.manifest)
-
-
-def run_train(
-    config: Config, raw: dict[str, Any], source: str, out_dir: Path, resume: bool
-) -> dict[str, Any]:
+def run_train(config: Config, files: Files, resume: bool) -> dict[str, Any]:
     """T1-T8: train, validate every epoch, keep best.pt and last.pt."""
     device = resolve_device(config.device)
     precision = resolve_precision(config.train.precision, device)
     seed_everything(config.seed)
     with StageCost("train", device) as cost:
-        data = load_data(out_dir, device)
+        data = load_data(files, device)
         model = CharGPT(config.model, data.tokenizer.vocab_size).to(device)
         logger.info(
-            "training %s parameters on %s (%s), %s",
-            f"{model.num_parameters():,}",
-            device,
-            precision,
-            source,
+            "training %s parameters on %s (%s)", f"{model.num_parameters():,}", device, precision
         )
         trainer = Trainer(
             model,
             data.train,
             config,
-            raw,
-            out_dir,
+            config.to_dict(),
+            files["work_dir"],
             precision,
             validate=lambda m: validation_loss(m, data, config.eval, precision),
+            data={key: data.manifest[key] for key in ("source_sha256", "train_fraction")},
         )
         summary = trainer.train(resume=resume)
+        trainer.publish(files["train_log"], files["best"], files["last"])
     summary.update(
         parameters=model.num_parameters(),
         parameters_by_module=model.parameters_by_module(),
         vocab_size=data.tokenizer.vocab_size,
-        config_source=source,
-        deviations=deviations(config, source, device),
-        config=config.to_dict(),
         environment=environment(device),
-        cost=cost.record(),
     )
-    write_json(out_dir / TRAIN_SUMMARY, summary)
+    write_json(files["summary"], summary)
+    write_json(files["train_cost"], cost.record())
     return summary
 
 
-def load_best_model(out_dir: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any], Config]:
+def load_best_model(best: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any], Config]:
     """The best checkpoint's model, its training state and the config it was trained with."""
-    checkpoint = load_checkpoint(out_dir / CHECKPOINT_DIR / BEST, device)
-    trained = build_config(checkpoint["config"])
+    checkpoint = load_checkpoint(best, device)
+    trained = build(checkpoint["config"], STAGE_SECTIONS["train"])
     model = CharGPT(trained.model, checkpoint["vocab_size"]).to(device)
     model.load_state_dict(checkpoint["model"])
     return model, checkpoint["state"], trained
 
 
-def run_evaluate(config: Config, out_dir: Path) -> dict[str, Any]:
+def run_evaluate(config: Config, files: Files) -> dict[str, Any]:
     """E1-E4 on the best checkpoint: metrics.json, then the quick-validation checks."""
     device = resolve_device(config.device)
     with StageCost("evaluate", device) as cost:
-        data = load_data(out_dir, device)
-        model, state, trained = load_best_model(out_dir, device)
+        data = load_data(files, device)
+        model, state, trained = load_best_model(files["best"], device)
         # Score in the precision the model was trained in (T5), not this stage's config.
         precision = resolve_precision(trained.train.precision, device)
         metrics = evaluate(model, data, config.eval, precision)
-    metrics.update(
-        checkpoint=BEST, checkpoint_step=state["best_step"], precision=precision, cost=cost.record()
-    )
-    write_json(out_dir / METRICS, metrics)
-    quick_validation(out_dir, metrics)
+    metrics.update(checkpoint_step=state["best_step"], precision=precision)
+    write_json(files["metrics"], metrics)
+    write_json(files["evaluate_cost"], cost.record())
+    quick_validation(files, metrics)
     logger.info(
         "validation: %.4f bpc (uniform %.4f, unigram %.4f), top-1 %.3f, top-5 %.3f",
         metrics["bits_per_char"],
@@ -300,43 +300,33 @@ def run_evaluate(config: Config, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def run_sample(config: Config, out_dir: Path) -> str:
-    """E5 Samples: 500 characters generated from "ROMEO:" with a fixed seed, temperature
-    0.8 and top-k 40 by the best checkpoint: samples.txt (+ samples.json).
-
-    It lives here, not in testing/, so that editing the evaluator does not redo samples.
-    """
+def run_sample(config: Config, files: Files) -> str:
+    """E5 Samples from the best checkpoint: samples.txt (+ samples.json)."""
     device = resolve_device(config.device)
-    settings = config.sample
     with StageCost("sample", device) as cost:
-        tokenizer = PreparedData.load(out_dir / DATA_DIR).tokenizer
-        model, state, _ = load_best_model(out_dir, device)
-        ids = model.generate(
-            tokenizer.encode(settings.prompt),
-            n=settings.num_chars,
-            temperature=settings.temperature,
-            top_k=settings.top_k,
-            seed=settings.seed,
-        )
-        text = settings.prompt + tokenizer.decode(ids)
-    write_text(out_dir / SAMPLES, text + "\n")
+        tokenizer = CharTokenizer.load(files["vocab"])
+        model, state, _ = load_best_model(files["best"], device)
+        text = sample_text(model, tokenizer, config.sample)
+    write_text(files["samples"], text + "\n")
     meta = {
         "plan_ids": ["E5"],
         **config.to_dict()["sample"],
-        "checkpoint": BEST,
         "checkpoint_step": state["best_step"],
-        "cost": cost.record(),
     }
-    write_json(out_dir / SAMPLES_META, meta)
+    write_json(files["samples_meta"], meta)
+    write_json(files["sample_cost"], cost.record())
     return text
 
 
-def quick_validation(out_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+def quick_validation(files: Files, metrics: dict[str, Any]) -> dict[str, Any]:
     """The plan's quick-validation expectations, checked on the outputs of a run:
     quick_validation.json, which the workflow's report shows.
     """
-    summary = read_json(out_dir / TRAIN_SUMMARY)
-    steps = [r for r in read_jsonl(out_dir / LOG_FILE) if r["kind"] == "train"]
+    summary = read_json(files["summary"])
+    cost = read_json(files["train_cost"])
+    steps = [r for r in read_jsonl(files["train_log"]) if r["kind"] == "train"]
+    # The training stage's peak on its device: PyTorch's reserved GPU memory, else host RSS.
+    peak = cost["torch_max_memory_reserved_bytes"] or cost["peak_host_rss_bytes"]
     checks = {
         "training loss lower at the end than at the start": summary["final_train_loss"]
         < summary["first_train_loss"],
@@ -344,21 +334,27 @@ def quick_validation(out_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps),
         "validation bpc below the unigram baseline": metrics["beats_unigram"],
         "validation bpc below the uniform baseline": metrics["beats_uniform"],
-        "peak memory within the device": peak_memory(summary)
-        < summary["environment"]["device_memory_bytes"],
+        "peak memory within the device": peak < summary["environment"]["device_memory_bytes"],
     }
     result = {"passed": all(checks.values()), "checks": checks}
-    write_json(out_dir / QUICK_VALIDATION, result)
+    write_json(files["checks"], result)
     return result
 
 
-def run_all(config: Config, raw: dict[str, Any], source: str, args: argparse.Namespace) -> int:
-    out_dir = args.out_dir
-    run_prepare(config, out_dir)
-    summary = run_train(config, raw, source, out_dir, args.resume)
-    metrics = run_evaluate(config, out_dir)
-    text = run_sample(config, out_dir)
-    result = read_json(out_dir / QUICK_VALIDATION)
+def run_all(args: argparse.Namespace) -> int:
+    """Resolve once, write the stage configs as the workflow does, chain the stages."""
+    resolved = resolve(args)
+    write_stage_configs(args.out_dir / CONFIG_DIR, resolved)
+    files = stage_files(args, "all")
+
+    def view(stage: str) -> Config:
+        return build(resolved.view(stage), STAGE_SECTIONS[stage])
+
+    run_prepare(view("prepare"), files)
+    summary = run_train(view("train"), files, args.resume)
+    metrics = run_evaluate(view("evaluate"), files)
+    text = run_sample(view("sample"), files)
+    result = read_json(files["checks"])
     print(f"\n--- sample ---\n{text}\n--------------")
     print(
         f"epochs {summary['epochs_run']}, steps {summary['steps']}, train loss "
@@ -369,8 +365,18 @@ def run_all(config: Config, raw: dict[str, Any], source: str, args: argparse.Nam
     )
     for check, ok in result["checks"].items():
         print(f"[{'ok' if ok else 'FAILED'}] {check}")
-    print(f"outputs: {out_dir.resolve()}")
+    print(f"outputs: {args.out_dir.resolve()}")
     return 0 if result["passed"] else 1
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    """Training speed on the prepared data (prepared first where it is missing)."""
+    config = resolve(args).config
+    files = stage_files(args, "bench")
+    if not files["manifest"].is_file():
+        run_prepare(config, files)
+    report = benchmark(config, PreparedData.load(data_files(files)), args.peak_tflops)
+    write_json(args.out_dir / BENCH, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,24 +385,25 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config, raw, source = resolve_config(args)
         if args.detect_anomaly:
             torch.autograd.set_detect_anomaly(True)
         if args.stage == "all":
-            return run_all(config, raw, source, args)
+            return run_all(args)
+        if args.stage == "bench":
+            run_bench(args)
+            return 0
+        config, files = stage_config(args), stage_files(args, args.stage)
         if args.stage == "prepare":
-            run_prepare(config, args.out_dir)
+            run_prepare(config, files)
         elif args.stage == "train":
-            run_train(config, raw, source, args.out_dir, args.resume)
+            run_train(config, files, args.resume)
         elif args.stage == "evaluate":
-            run_evaluate(config, args.out_dir)
-        elif args.stage == "sample":
-            print(run_sample(config, args.out_dir))
-        elif args.stage == "bench":
-            report = benchmark(config, prepared_data(config, args.out_dir), args.peak_tflops)
-            write_json(args.out_dir / BENCH, report)
+            run_evaluate(config, files)
+        else:
+            print(run_sample(config, files))
     except (
         ConfigError,
+        UsageError,
         DataSourceError,
         DeviceError,
         NonFiniteError,
@@ -404,15 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return 2 if isinstance(error, ConfigError | UsageError) else 1
     return 0
-
-
-def prepared_data(config: Config, out_dir: Path) -> PreparedData:
-    """The prepared splits, preparing them first where they are missing (bench)."""
-    if not (out_dir / DATA_DIR / MANIFEST_FILE).is_file():
-        run_prepare(config, out_dir)
-    return PreparedData.load(out_dir / DATA_DIR)
 
 
 if __name__ == "__main__":

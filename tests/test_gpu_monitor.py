@@ -2,12 +2,14 @@
 
 Most tests drive the monitor with FakeNvml, a scripted stand-in for pynvml: every number it
 returns is made up by the test, none is a measurement. The CLI tests at the end run the real
-pynvml, which on a machine without an NVIDIA driver must fail softly.
+pynvml, which on a machine without an NVIDIA driver must fail softly; the GPU slot tests among
+them use CHARGPT_FAKE_GPUS, a FAKE device list, so that they need no GPU.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import signal
@@ -23,7 +25,14 @@ from typing import Any
 import pynvml
 import pytest
 
-from gpu_monitor import DEVICE_MINUS_BASELINE, PROCESS_LIST, GpuMonitor, choose_device
+from gpu_monitor import (
+    DEVICE_MINUS_BASELINE,
+    FAKE_GPUS_SOURCE,
+    PROCESS_LIST,
+    GpuMonitor,
+    choose_device,
+    machine_devices,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "gpu_monitor.py"
 GIB = 1024**3
@@ -87,6 +96,9 @@ class FakeNvml:
 
     def nvmlSystemGetDriverVersion(self) -> str:
         return "999.99"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         self.opened_by = ("index", index)
@@ -331,6 +343,24 @@ def test_hidden_gpus_make_the_monitor_unavailable(
     assert fake.calls["shutdown"] == 1
 
 
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, (["0", "1"], "nvml")),
+        ({"CUDA_VISIBLE_DEVICES": " GPU-bbbb , 1"}, (["GPU-bbbb", "1"], "CUDA_VISIBLE_DEVICES")),
+        ({"CUDA_VISIBLE_DEVICES": "1,-1,0"}, (["1"], "CUDA_VISIBLE_DEVICES")),
+        ({"CUDA_VISIBLE_DEVICES": ""}, ([], "CUDA_VISIBLE_DEVICES")),
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, ([], "CUDA_VISIBLE_DEVICES")),
+        ({"CHARGPT_FAKE_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "3"}, (["0", "1"], FAKE_GPUS_SOURCE)),
+    ],
+)
+def test_machine_devices(environ: dict[str, str], expected: tuple[list[str], str | None]) -> None:
+    fake = FakeNvml()
+    assert machine_devices(environ, fake) == expected
+    # NVML is asked only when no list is given, and then closed again.
+    assert fake.calls["init"] == fake.calls["shutdown"] == (not environ)
+
+
 # --- the real pynvml, through the command line ----------------------------------------------
 
 
@@ -375,7 +405,9 @@ def test_cli_with_gpu_samples_it(tmp_path: Path) -> None:
 def test_cli_passes_on_the_exit_code(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "x", sys.executable, "-c", "raise SystemExit(3)")
     assert result.returncode == 3
-    assert json.loads((tmp_path / "x.json").read_text())["exit_code"] == 3
+    summary = json.loads((tmp_path / "x.json").read_text())
+    assert summary["exit_code"] == 3
+    assert summary["gpu_slot"] is None  # no --slot-dir
 
 
 def test_cli_reports_a_signal_as_128_plus_its_number(tmp_path: Path) -> None:
@@ -395,3 +427,127 @@ def test_cli_passes_sigterm_to_the_job_and_still_writes(tmp_path: Path) -> None:
         assert monitor.wait(timeout=10) == 128 + signal.SIGTERM
     assert time.monotonic() - started < 5
     assert json.loads((tmp_path / "x.json").read_text())["exit_code"] == 128 + signal.SIGTERM
+
+
+# --- GPU slots, through the command line, on a FAKE device list -------------------------------
+
+# The job prints its PID once it runs, sleeps argv[2] seconds, then writes to the file argv[1]
+# the CUDA_VISIBLE_DEVICES it was given and when it ran (time.time, comparable across processes).
+SLOT_JOB = """
+import json, os, sys, time
+start = time.time()
+print(os.getpid(), flush=True)
+time.sleep(float(sys.argv[2]))
+seen = {"cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
+with open(sys.argv[1], "w") as handle:
+    json.dump(seen, handle)
+"""
+
+
+def slot_env(**variables: str) -> dict[str, str]:
+    """This environment without GPU choices of its own, plus `variables`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("CUDA_VISIBLE_DEVICES", "CHARGPT_FAKE_GPUS")
+    }
+    return {**env, **variables}
+
+
+def start_slot_job(
+    tmp_path: Path, name: str, env: dict[str, str], seconds: float
+) -> subprocess.Popen[str]:
+    """Start the wrapper with --slot-dir tmp_path/slots around SLOT_JOB; stdout is piped."""
+    argv = [
+        *(sys.executable, str(SCRIPT), "--out-prefix", str(tmp_path / name)),
+        *("--slot-dir", str(tmp_path / "slots"), "--"),
+        *(sys.executable, "-c", SLOT_JOB, str(tmp_path / f"{name}.job.json"), str(seconds)),
+    ]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def finish(tmp_path: Path, name: str, wrapper: subprocess.Popen[str]) -> tuple[dict, dict]:
+    """Wait for the wrapper; return its gpu_slot record and what its job saw."""
+    assert wrapper.wait(timeout=30) == 0
+    summary = json.loads((tmp_path / f"{name}.json").read_text())
+    return summary["gpu_slot"], json.loads((tmp_path / f"{name}.job.json").read_text())
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds an flock on `path`."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0,1")
+    names = ("a", "b", "c")
+    wrappers = {name: start_slot_job(tmp_path, name, env, seconds=1.0) for name in names[:2]}
+    for wrapper in wrappers.values():
+        assert wrapper.stdout is not None
+        assert wrapper.stdout.readline().strip().isdigit()  # both jobs are running
+    wrappers["c"] = start_slot_job(tmp_path, "c", env, seconds=0.0)
+    slots, jobs = {}, {}
+    for name, wrapper in wrappers.items():
+        with wrapper:
+            slots[name], jobs[name] = finish(tmp_path, name, wrapper)
+
+    for name in names:
+        assert slots[name]["device"] == jobs[name]["cuda_visible"]  # the job got its slot
+        assert slots[name]["source"] == FAKE_GPUS_SOURCE
+        assert slots[name]["slot_dir"] == str(tmp_path / "slots")
+    assert {slots["a"]["device"], slots["b"]["device"]} == {"0", "1"}
+    assert max(jobs["a"]["start"], jobs["b"]["start"]) < min(jobs["a"]["end"], jobs["b"]["end"])
+    assert slots["a"]["waited_s"] < 0.1 and slots["b"]["waited_s"] < 0.1
+    # c found both devices taken, waited, then ran only after the job on its device ended.
+    assert slots["c"]["waited_s"] > 0.1
+    holder = next(name for name in "ab" if slots[name]["device"] == slots["c"]["device"])
+    assert jobs["c"]["start"] >= jobs[holder]["end"]
+    assert sorted(path.name for path in (tmp_path / "slots").iterdir()) == [
+        "gpu-0.lock",
+        "gpu-1.lock",
+    ]
+
+
+def test_cli_slot_of_a_killed_wrapper_is_free_again(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0")
+    with start_slot_job(tmp_path, "killed", env, seconds=30) as killed:
+        assert killed.stdout is not None
+        orphan_pid = int(killed.stdout.readline())
+        try:
+            assert is_locked(tmp_path / "slots" / "gpu-0.lock")
+            killed.send_signal(signal.SIGKILL)
+            assert killed.wait(timeout=10) == -signal.SIGKILL
+            # The killed wrapper's job still runs, yet it must not hold the slot.
+            with start_slot_job(tmp_path, "next", env, seconds=0) as after:
+                slot, job = finish(tmp_path, "next", after)
+        finally:
+            os.kill(orphan_pid, signal.SIGKILL)
+    assert slot["device"] == job["cuda_visible"] == "0"
+    assert slot["waited_s"] < 0.1
+
+
+@pytest.mark.parametrize(
+    "cuda_visible",
+    [
+        "-1",
+        pytest.param(
+            None,
+            marks=pytest.mark.skipif(real_nvml_present(), reason="a real NVML library is present"),
+        ),
+    ],
+)
+def test_cli_without_gpu_takes_no_slot_and_leaves_the_environment(
+    tmp_path: Path, cuda_visible: str | None
+) -> None:
+    env = slot_env() if cuda_visible is None else slot_env(CUDA_VISIBLE_DEVICES=cuda_visible)
+    with start_slot_job(tmp_path, "x", env, seconds=0) as wrapper:
+        slot, job = finish(tmp_path, "x", wrapper)
+    assert job["cuda_visible"] == cuda_visible
+    assert slot["device"] is None
+    assert slot["source"] == (None if cuda_visible is None else "CUDA_VISIBLE_DEVICES")
+    assert list((tmp_path / "slots").iterdir()) == []

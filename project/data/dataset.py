@@ -11,11 +11,6 @@ import torch
 
 from utils.io import read_json
 
-TRAIN_FILE = "train.bin"
-VAL_FILE = "val.bin"
-VOCAB_FILE = "vocab.json"
-MANIFEST_FILE = "manifest.json"
-
 
 class UnknownCharacterError(ValueError):
     """A character outside the vocabulary was given to `CharTokenizer.encode`."""
@@ -43,15 +38,27 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
-        """D3: text → ids; an unknown character raises an error naming it and its position."""
+        """D3: text → ids; unknown characters raise an error naming every one of them."""
         try:
             return [self.ids[char] for char in text]
         except KeyError:
-            position = next(i for i, char in enumerate(text) if char not in self.ids)
-            raise UnknownCharacterError(
-                f"character {text[position]!r} (U+{ord(text[position]):04X}) at position "
-                f"{position} is not in the vocabulary of {self.vocab_size} characters"
-            ) from None
+            raise UnknownCharacterError(self._unknown_message(text)) from None
+
+    def _unknown_message(self, text: str) -> str:
+        """Every distinct unknown character, in order of first appearance, with its position."""
+        first_seen: dict[str, int] = {}
+        for position, char in enumerate(text):
+            if char not in self.ids and char not in first_seen:
+                first_seen[char] = position
+        vocabulary = f"not in the vocabulary of {self.vocab_size} characters"
+        if len(first_seen) == 1:
+            [(char, position)] = first_seen.items()
+            return f"character {char!r} (U+{ord(char):04X}) at position {position} is {vocabulary}"
+        listed = ", ".join(
+            f"{char!r} (U+{ord(char):04X}) first at position {position}"
+            for char, position in first_seen.items()
+        )
+        return f"{len(first_seen)} distinct characters are unknown: {listed}; each is {vocabulary}"
 
     def decode(self, ids: list[int]) -> str:
         """D3: ids → text."""
@@ -67,6 +74,16 @@ class CharTokenizer:
 
 
 @dataclass(frozen=True)
+class DataFiles:
+    """Where the `prepare` stage writes the prepared data (the caller names the files)."""
+
+    train: Path  # D2 training split, uint16 ids
+    val: Path  # D2 validation split
+    vocab: Path  # D3 vocabulary
+    manifest: Path  # source digest, sizes, V; written last
+
+
+@dataclass(frozen=True)
 class PreparedData:
     """The encoded splits (D2) and vocabulary (D3) written by the `prepare` stage."""
 
@@ -76,22 +93,18 @@ class PreparedData:
     manifest: dict
 
     @classmethod
-    def load(cls, data_dir: Path) -> PreparedData:
-        missing = [
-            name
-            for name in (TRAIN_FILE, VAL_FILE, VOCAB_FILE, MANIFEST_FILE)
-            if not (data_dir / name).is_file()
-        ]
+    def load(cls, files: DataFiles) -> PreparedData:
+        missing = [str(path) for path in vars(files).values() if not path.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"prepared data is missing in {data_dir}: {', '.join(missing)}; "
-                "run `python run.py prepare` with the same --out-dir first"
+                f"prepared data is missing: {', '.join(missing)}; "
+                "run the `prepare` stage first (python run.py prepare)"
             )
         return cls(
-            train=_read_ids(data_dir / TRAIN_FILE),
-            val=_read_ids(data_dir / VAL_FILE),
-            tokenizer=CharTokenizer.load(data_dir / VOCAB_FILE),
-            manifest=read_json(data_dir / MANIFEST_FILE),
+            train=_read_ids(files.train),
+            val=_read_ids(files.val),
+            tokenizer=CharTokenizer.load(files.vocab),
+            manifest=read_json(files.manifest),
         )
 
 

@@ -1,9 +1,12 @@
 """D1 Source: a verified copy of the text from a local file, a mirror folder, the cache or the web.
 
 Every copy, wherever it comes from, is checked against the expected SHA-256 digest before it
-is used. Downloads go to a temporary file next to the final path and are renamed into place
-only once complete and verified, so a crash or a bad transfer never leaves a partial file
-where the pipeline would pick it up.
+is used. With no expected digest (`data.sha256: null`, for a user's own text) the first copy
+found is accepted as it is; its actual digest is still computed and reported. The cache is
+re-checked on every read, so a copy downloaded without a digest is never trusted by a later
+run that expects one. Downloads go to a temporary file next to the final path and are renamed
+into place only once complete (and verified, when a digest is given), so a crash or a bad
+transfer never leaves a partial file where the pipeline would pick it up.
 """
 
 import hashlib
@@ -29,10 +32,10 @@ class DataSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A verified copy of the source text and where it came from."""
+    """A copy of the source text (verified, when a digest was given) and where it came from."""
 
     path: Path
-    sha256: str
+    sha256: str  # the copy's actual digest
     origin: str  # "local_file", "mirror", "cache" or "download"
     location: str  # the file path or URL it came from
 
@@ -57,7 +60,7 @@ def sha256_of(path: Path) -> str:
 def fetch_source(
     *,
     url: str | None,
-    sha256: str,
+    sha256: str | None,
     filename: str,
     dataset: str,
     local_file: Path | None,
@@ -73,8 +76,10 @@ def fetch_source(
     2. `<mirror_dir>/<dataset>/<filename>`, if the mirror holds it (a wrong file is an error).
     3. `<cache_dir>/<dataset>/<filename>`, if it verifies (a stale copy is deleted).
     4. A download from `url` into the cache, retried on transient errors.
+
+    `sha256=None` means no expected digest: the first copy found is used as it is.
     """
-    expected = sha256.lower()
+    expected = None if sha256 is None else sha256.lower()
     if local_file is not None:
         return _use_local_file(local_file, expected)
 
@@ -90,9 +95,9 @@ def fetch_source(
     looked.append(cached)
     if cached.is_file():
         actual = sha256_of(cached)
-        if actual == expected:
-            logger.info("using cached copy %s", cached)
-            return SourceFile(cached, expected, "cache", str(cached))
+        if expected is None or actual == expected:
+            logger.info("using cached copy %s (SHA-256 %s)", cached, actual)
+            return SourceFile(cached, actual, "cache", str(cached))
         # A stale or corrupt cache must never be trusted; fetch a fresh copy instead.
         logger.warning(
             "cached %s has SHA-256 %s, expected %s; deleting it", cached, actual, expected
@@ -102,14 +107,24 @@ def fetch_source(
     if url is None:
         raise DataSourceError(_no_source_message(looked, "no download address was given", expected))
     try:
-        _download(url, cached, expected, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s)
+        actual = _download(
+            url, cached, expected, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s
+        )
     except _DownloadFailed as err:
         raise DataSourceError(_no_source_message(looked, str(err), expected)) from err
-    logger.info("downloaded %s to %s", url, cached)
-    return SourceFile(cached, expected, "download", url)
+    logger.info("downloaded %s to %s (SHA-256 %s)", url, cached, actual)
+    return SourceFile(cached, actual, "download", url)
 
 
-def _use_local_file(path: Path, expected: str) -> SourceFile:
+def _trust_hint(actual: str) -> str:
+    """How to accept a file whose digest differs from the expected one."""
+    return (
+        f"If this is the file you meant, set data.sha256={actual}, "
+        "or set data.sha256: null to accept any text without a check."
+    )
+
+
+def _use_local_file(path: Path, expected: str | None) -> SourceFile:
     """Verify the explicitly configured local copy; never fall back to other sources."""
     if not path.is_file():
         raise DataSourceError(
@@ -117,35 +132,37 @@ def _use_local_file(path: Path, expected: str) -> SourceFile:
             "Fix the path, or unset data.local_file to use the mirror, cache or download."
         )
     actual = sha256_of(path)
-    if actual != expected:
+    if expected is not None and actual != expected:
         raise DataSourceError(
             f"data.local_file {path} has SHA-256 {actual}, expected {expected}. "
-            f"If this is the file you meant, set data.sha256={actual}."
+            + _trust_hint(actual)
         )
-    logger.info("using local file %s", path)
-    return SourceFile(path, expected, "local_file", str(path))
+    logger.info("using local file %s (SHA-256 %s)", path, actual)
+    return SourceFile(path, actual, "local_file", str(path))
 
 
-def _use_mirror(path: Path, expected: str) -> SourceFile:
+def _use_mirror(path: Path, expected: str | None) -> SourceFile:
     """Verify the mirror's copy; a wrong file in a mirror is a setup error worth stopping for."""
     actual = sha256_of(path)
-    if actual != expected:
+    if expected is not None and actual != expected:
         raise DataSourceError(
             f"mirror file {path} has SHA-256 {actual}, expected {expected}. "
-            "Replace it with a verified copy, or point data.mirror_dir at another mirror."
+            "Replace it with a verified copy, or point data.mirror_dir at another mirror. "
+            + _trust_hint(actual)
         )
-    logger.info("using mirror copy %s", path)
-    return SourceFile(path, expected, "mirror", str(path))
+    logger.info("using mirror copy %s (SHA-256 %s)", path, actual)
+    return SourceFile(path, actual, "mirror", str(path))
 
 
-def _no_source_message(looked: list[Path], why_no_download: str, expected: str) -> str:
+def _no_source_message(looked: list[Path], why_no_download: str, expected: str | None) -> str:
     """Explain that no copy was found and no download worked, and list the ways to fix it."""
     places = "\n".join(f"  - {path}" for path in looked)
+    wanted = "a copy of the text" if expected is None else f"a copy with SHA-256 {expected}"
     return (
         f"No verified copy of the source text is available.\n"
         f"No local copy was found; looked in:\n{places}\n"
         f"The download failed: {why_no_download}.\n"
-        f"To fix this, provide a copy with SHA-256 {expected} in one of these ways:\n"
+        f"To fix this, provide {wanted} in one of these ways:\n"
         f"  - set the config key data.local_file=/path/to/file\n"
         f"  - set the config key data.mirror_dir=/path/to/mirror "
         f"(laid out as <mirror>/<dataset>/<filename>)\n"
@@ -155,15 +172,23 @@ def _no_source_message(looked: list[Path], why_no_download: str, expected: str) 
 
 
 def _download(
-    url: str, dest: Path, expected: str, *, retries: int, timeout_s: float, backoff_s: float
-) -> None:
-    """Download `url` to `dest`, retrying transient errors with exponential backoff."""
+    url: str,
+    dest: Path,
+    expected: str | None,
+    *,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+) -> str:
+    """Download `url` to `dest`, retrying transient errors with exponential backoff.
+
+    Returns the downloaded file's SHA-256 digest.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     attempts = retries + 1
     for attempt in range(attempts):
         try:
-            _download_once(url, dest, expected, timeout_s)
-            return
+            return _download_once(url, dest, expected, timeout_s)
         except (OSError, http.client.HTTPException) as err:
             if isinstance(err, urllib.error.HTTPError):
                 err.close()  # an HTTPError holds the open response; release its socket now
@@ -183,6 +208,7 @@ def _download(
                 wait_s,
             )
             time.sleep(wait_s)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -200,8 +226,11 @@ def _is_transient(err: BaseException) -> bool:
     return isinstance(err, transient)
 
 
-def _download_once(url: str, dest: Path, expected: str, timeout_s: float) -> None:
-    """One attempt: stream into a temporary file beside `dest`, verify, then rename into place."""
+def _download_once(url: str, dest: Path, expected: str | None, timeout_s: float) -> str:
+    """One attempt: stream into a temporary file beside `dest`, verify, then rename into place.
+
+    Returns the file's SHA-256 digest.
+    """
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -209,15 +238,15 @@ def _download_once(url: str, dest: Path, expected: str, timeout_s: float) -> Non
             actual = _stream_to(response, out)
             out.flush()
             os.fsync(out.fileno())  # the bytes must be on disk before the rename publishes them
-        if actual != expected:
+        if expected is not None and actual != expected:
             # A complete body with the wrong digest will not get better by retrying.
             raise DataSourceError(
                 f"the file downloaded from {url} has SHA-256 {actual}, expected {expected}. "
                 "The address may serve a different version: provide a verified copy through "
-                "data.local_file or data.mirror_dir, or, if you trust this file, "
-                f"set data.sha256={actual}."
+                "data.local_file or data.mirror_dir. " + _trust_hint(actual)
             )
         os.replace(tmp, dest)
+        return actual
     finally:
         tmp.unlink(missing_ok=True)  # a no-op after the rename; removes the partial file otherwise
 

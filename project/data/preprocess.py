@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from data.dataset import MANIFEST_FILE, TRAIN_FILE, VAL_FILE, VOCAB_FILE, CharTokenizer
+from data.dataset import CharTokenizer, DataFiles
 from data.download import SourceFile, fetch_source
 from utils.config import REPO_DIR, DataConfig
 from utils.io import write_bytes, write_json, write_text
@@ -68,7 +68,7 @@ def encode_ids(tokenizer: CharTokenizer, text: str) -> np.ndarray:
     return np.array(tokenizer.encode(text), dtype=np.uint16)
 
 
-def prepare(config: DataConfig, data_dir: Path) -> dict[str, Any]:
+def prepare(config: DataConfig, files: DataFiles) -> dict[str, Any]:
     """D1-D3: fetch and verify the text, split it, encode it, write splits and manifest.
 
     The manifest is written last, so its presence means the folder is complete.
@@ -81,15 +81,18 @@ def prepare(config: DataConfig, data_dir: Path) -> dict[str, Any]:
     cut = split_point(len(text), config.train_fraction)
     train_ids = encode_ids(tokenizer, text[:cut])
     val_ids = encode_ids(tokenizer, text[cut:])
-    (data_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    write_bytes(data_dir / TRAIN_FILE, train_ids.tobytes())
-    write_bytes(data_dir / VAL_FILE, val_ids.tobytes())
-    write_text(data_dir / VOCAB_FILE, tokenizer.to_json())
+    files.manifest.unlink(missing_ok=True)
+    write_bytes(files.train, train_ids.tobytes())
+    write_bytes(files.val, val_ids.tobytes())
+    write_text(files.vocab, tokenizer.to_json())
     manifest = {
         "plan_ids": ["D1", "D2", "D3"],
-        "dataset": config.dataset,
+        # The text is the configured dataset only when it matched the configured digest;
+        # with data.sha256 null it is the user's own text, named after its file.
+        "dataset": config.dataset if config.sha256 else Path(source.location).name,
         "source": {"origin": source.origin, "location": source.location},
         "source_sha256": source.sha256,
+        "verified": config.sha256 is not None,
         "n_chars": len(text),
         "train_chars": len(train_ids),
         "val_chars": len(val_ids),
@@ -97,7 +100,7 @@ def prepare(config: DataConfig, data_dir: Path) -> dict[str, Any]:
         "vocab_size": tokenizer.vocab_size,
         "dtype": "uint16",
     }
-    write_json(data_dir / MANIFEST_FILE, manifest)
+    write_json(files.manifest, manifest)
     logger.info(
         "prepared %s: %d chars (train %d, val %d), V=%d from %s",
         config.dataset,

@@ -55,8 +55,27 @@ def test_unknown_character_is_named_with_its_position() -> None:
         tokenizer.encode("ab cé a")
     message = str(caught.value)
     assert "'é'" in message and "position 4" in message
+    assert "U+00E9" in message and "vocabulary of 4 characters" in message
     with pytest.raises(UnknownCharacterError, match="position 0"):
         tokenizer.encode("😀")
+
+
+def test_every_unknown_character_is_named_in_order_of_first_appearance() -> None:
+    tokenizer = CharTokenizer.from_text("abc ")
+    text = "ab é😀c\tx é😀x"
+    unknown = [("é", "U+00E9", 3), ("😀", "U+1F600", 4), ("\t", "U+0009", 6), ("x", "U+0078", 7)]
+    with pytest.raises(UnknownCharacterError) as caught:
+        tokenizer.encode(text)
+    message = str(caught.value)
+    assert "4 distinct characters" in message
+    assert "is not in the vocabulary of 4 characters" in message
+    starts = []
+    for char, code_point, position in unknown:
+        named = f"{char!r} ({code_point}) first at position {position}"
+        assert named in message
+        starts.append(message.index(named))
+    assert starts == sorted(starts)
+    assert tokenizer.encode("cab ") == [3, 1, 2, 0]  # valid text still encodes
 
 
 def test_real_text_vocabulary_and_split_sizes(

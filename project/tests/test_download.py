@@ -143,6 +143,7 @@ def test_wrong_digest_leaves_nothing_behind(tmp_path: Path, server: ScriptedServ
         fetch(tmp_path, url=server.url)
     assert DIGEST in str(info.value)
     assert actual in str(info.value)
+    assert "data.sha256: null" in str(info.value)
     assert server.requests == 1  # a complete but wrong body is not retried
     assert list(cache_folder(tmp_path).iterdir()) == []
 
@@ -216,8 +217,9 @@ def test_local_file_is_preferred(tmp_path: Path, server: ScriptedServer) -> None
 def test_local_file_with_wrong_digest_is_an_error(tmp_path: Path, server: ScriptedServer) -> None:
     local = write(tmp_path / "copy.txt", b"edited\n")
     actual = hashlib.sha256(b"edited\n").hexdigest()
-    with pytest.raises(DataSourceError, match=rf"data\.sha256={actual}"):
+    with pytest.raises(DataSourceError, match=rf"data\.sha256={actual}") as info:
         fetch(tmp_path, url=server.url, local_file=local)
+    assert "data.sha256: null" in str(info.value)
     assert server.requests == 0  # an explicit local file never falls through to the download
 
 
@@ -243,6 +245,7 @@ def test_mirror_with_wrong_digest_is_an_error(tmp_path: Path, server: ScriptedSe
     with pytest.raises(DataSourceError, match="mirror") as info:
         fetch(tmp_path, url=server.url, mirror_dir=mirror)
     assert str(mirrored) in str(info.value)
+    assert "data.sha256: null" in str(info.value)
     assert server.requests == 0
 
 
@@ -259,6 +262,62 @@ def test_corrupt_cache_is_replaced(tmp_path: Path, server: ScriptedServer) -> No
     assert source.origin == "download"
     assert source.path.read_bytes() == BODY
     assert server.requests == 1
+
+
+# -- no expected digest (data.sha256: null) -------------------------------------------------
+
+OWN_TEXT = "Mon propre texte — pas Shakespeare.\nZweite Zeile: Grüße! 😀\n".encode()
+OWN_DIGEST = hashlib.sha256(OWN_TEXT).hexdigest()
+
+
+def test_no_digest_accepts_any_local_file(tmp_path: Path, server: ScriptedServer) -> None:
+    local = write(tmp_path / "mine.txt", OWN_TEXT)
+    source = fetch(tmp_path, url=server.url, sha256=None, local_file=local)
+    assert source == SourceFile(local, OWN_DIGEST, "local_file", str(local))
+    assert server.requests == 0
+    assert not cache_folder(tmp_path).exists()  # nothing is copied into the cache
+
+
+def test_no_digest_accepts_any_mirror_file(tmp_path: Path, server: ScriptedServer) -> None:
+    mirrored = write(tmp_path / "mirror" / DATASET / FILENAME, OWN_TEXT)
+    source = fetch(tmp_path, url=server.url, sha256=None, mirror_dir=tmp_path / "mirror")
+    assert source == SourceFile(mirrored, OWN_DIGEST, "mirror", str(mirrored))
+    assert server.requests == 0
+
+
+def test_no_digest_accepts_any_cached_file(tmp_path: Path, server: ScriptedServer) -> None:
+    cached = write(cache_folder(tmp_path) / FILENAME, OWN_TEXT)
+    source = fetch(tmp_path, url=server.url, sha256=None)
+    assert source == SourceFile(cached, OWN_DIGEST, "cache", str(cached))
+    assert server.requests == 0
+
+
+def test_no_digest_download_is_rechecked_by_a_run_with_a_digest(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    server.script(Reply(body=OWN_TEXT), Reply())
+    first = fetch(tmp_path, url=server.url, sha256=None)
+    cached = cache_folder(tmp_path) / FILENAME
+    assert first == SourceFile(cached, OWN_DIGEST, "download", server.url)
+    assert first.path.read_bytes() == OWN_TEXT
+    # A run that expects this file's digest may use the cached copy: it verifies.
+    assert fetch(tmp_path, url=server.url, sha256=OWN_DIGEST.upper()).origin == "cache"
+    assert server.requests == 1
+    # A run that expects another digest does not trust it: it is replaced by a verified download.
+    second = fetch(tmp_path, url=server.url)
+    assert second == SourceFile(first.path, DIGEST, "download", server.url)
+    assert second.path.read_bytes() == BODY
+    assert server.requests == 2
+
+
+def test_no_digest_truncated_download_is_still_rejected(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    server.script(*[Reply(body=BODY[:1000], claim_bytes=len(BODY) - 1000)] * 2)
+    with pytest.raises(DataSourceError, match="2 attempts") as info:
+        fetch(tmp_path, url=server.url, sha256=None, retries=1)
+    assert "SHA-256 None" not in str(info.value)
+    assert list(cache_folder(tmp_path).iterdir()) == []
 
 
 def test_real_mirror_copy_verifies(tmp_path: Path) -> None:

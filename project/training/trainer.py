@@ -1,11 +1,20 @@
 """The training loop: T4 stability, T5 precision and speed, T6 batching, T7 checkpoints and
 selection, T8 reproducibility (resume continues bit for bit on the CPU).
+
+While it runs, training keeps its log and checkpoints in a work folder of its own, which
+survives a killed job (Snakemake deletes a failed job's outputs, never this folder), so the
+next try resumes from its newest checkpoint. At the end `publish` moves them to the files
+the caller names, and the work folder goes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -21,15 +30,15 @@ from model.gpt import CharGPT
 from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule
-from utils.config import Config
+from utils.config import Config, changed_keys
 from utils.device import autocast
 from utils.io import append_jsonl, read_jsonl, write_jsonl
 from utils.seed import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
+# Names inside the work folder, private to training: the outputs are named by the caller.
 LOG_FILE = "train_log.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 # Losses averaged for "first" and "final" training loss: single steps are noisy.
 LOSS_WINDOW = 10
 
@@ -66,7 +75,9 @@ class Trainer:
     """Trains a CharGPT on device-resident training ids (T1-T8).
 
     `validate(model) -> loss in nats` is passed in by run.py (it is the E1 evaluator), so
-    that training does not depend on the testing package.
+    that training does not depend on the testing package. `raw_config` (training's view of
+    the configuration) and `data` (what identifies the training ids) make the fingerprint
+    that a checkpoint must match to be resumed.
     """
 
     def __init__(
@@ -75,19 +86,21 @@ class Trainer:
         train_ids: torch.Tensor,
         config: Config,
         raw_config: dict[str, Any],
-        out_dir: Path,
+        work_dir: Path,
         precision: str,
         validate: Callable[[CharGPT], float],
+        data: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.raw_config = raw_config
+        self.fingerprint = fingerprint({"config": raw_config, "data": data or {}})
         self.train_config = config.train
         self.device = train_ids.device
         self.precision = precision
         self.validate = validate
-        self.log_path = out_dir / LOG_FILE
-        self.checkpoint_dir = out_dir / CHECKPOINT_DIR
+        self.work_dir = work_dir
+        self.log_path = work_dir / LOG_FILE
         self.batches = TrainBatches(  # T6 Batching
             train_ids, model.config.block_size, config.train.batch_size, config.seed
         )
@@ -163,7 +176,7 @@ class Trainer:
     # -- T7 validation, selection and checkpoints -----------------------------------------
 
     def _last_good_checkpoint(self) -> str:
-        last = self.checkpoint_dir / LAST
+        last = self.work_dir / LAST
         if not last.is_file():
             return "No checkpoint was written before it."
         step = load_checkpoint(last)["state"]["step"]
@@ -197,7 +210,7 @@ class Trainer:
 
     def _save(self, name: str) -> None:
         save_checkpoint(
-            self.checkpoint_dir / name,
+            self.work_dir / name,
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -205,6 +218,7 @@ class Trainer:
                 "state": asdict(self.state),
                 "rng": rng_state(),
                 "config": self.raw_config,
+                "fingerprint": self.fingerprint,
                 "vocab_size": self.model.vocab_size,
             },
         )
@@ -216,10 +230,12 @@ class Trainer:
     # -- resume -------------------------------------------------------------------------
 
     def _start(self, resume: bool) -> int | None:
-        """Fresh start, or continue from last.pt; returns the step resumed from."""
-        last = self.checkpoint_dir / LAST
-        if resume and last.is_file():
-            checkpoint = load_checkpoint(last, self.device)
+        """Fresh start, or continue from the work folder's last.pt when it was made under
+        the same configuration and data; returns the step resumed from.
+        """
+        last = self.work_dir / LAST
+        checkpoint = load_checkpoint(last, self.device) if resume and last.is_file() else None
+        if checkpoint is not None and checkpoint.get("fingerprint") == self.fingerprint:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.schedule.load_state_dict(checkpoint["schedule"])
@@ -231,13 +247,29 @@ class Trainer:
             self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
             logger.info("resumed from %s at step %d", last, self.state.step)
             return self.state.step
-        if resume:
-            logger.warning("--resume: no %s yet, starting from scratch", last)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is not None:
+            changed = changed_keys(checkpoint["config"], self.raw_config) or ["the data"]
+            logger.warning(
+                "not resuming: %s was made under another training configuration "
+                "(changed: %s); starting from step 0",
+                last,
+                ", ".join(changed),
+            )
+        elif resume:
+            logger.info("no checkpoint in %s yet: starting from step 0", self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         for name in (BEST, LAST):
-            (self.checkpoint_dir / name).unlink(missing_ok=True)
+            (self.work_dir / name).unlink(missing_ok=True)
         write_jsonl(self.log_path, [])
         return None
+
+    def publish(self, log: Path, best: Path, last: Path) -> None:
+        """Move the finished log and checkpoints to their files; the work folder goes."""
+        moves = ((self.log_path, log), (self.work_dir / BEST, best), (self.work_dir / LAST, last))
+        for source, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        shutil.rmtree(self.work_dir)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -363,3 +395,8 @@ class Progress:
         for bar in (self.step_bar, self.epoch_bar):
             if bar is not None:
                 bar.close()
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """SHA-256 of a JSON-able mapping, independent of key order."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()

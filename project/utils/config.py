@@ -4,6 +4,11 @@
 `--config` (or the CPU preset) and `--set key=value` pairs may only override keys that
 exist there; unknown keys, wrong types and out-of-range values are rejected before any
 work starts, with a message that names the key.
+
+`resolve` decides a run's configuration once (plan, preset or the user's file, overrides,
+and what `auto` means here); each stage then reads only its own sections
+(`STAGE_SECTIONS`), so a change reruns exactly the stages that read it. This module needs
+only PyYAML: the workflow calls it before any job, where importing torch would cost seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import importlib.util
 import math
+import os
+import re
 import sys
 import types
 import typing
@@ -28,6 +36,18 @@ CONFIG_DIR = PROJECT_DIR / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 CPU_PRESET = CONFIG_DIR / "cpu.yaml"
 
+# The config sections each stage reads, and so the sections whose change reruns it. The
+# validation inside training (`eval`) picks best.pt, so it is part of training's config.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data",),
+    "train": ("seed", "device", "model", "train", "eval"),
+    "evaluate": ("device", "eval"),
+    "sample": ("device", "sample"),
+}
+STAGES = tuple(STAGE_SECTIONS)
+# What a run may change without being a deviation from the plan's design.
+RUN_CHOICES = ("seed", "device", "train.epochs")
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
@@ -38,7 +58,7 @@ class DataConfig:
     dataset: str
     filename: str
     url: str | None
-    sha256: str
+    sha256: str | None  # null: any UTF-8 text, its digest recorded in the manifest
     local_file: str | None
     mirror_dir: str | None
     cache_dir: str
@@ -47,7 +67,11 @@ class DataConfig:
     download_timeout_s: float
 
     def check(self) -> None:
-        _require(len(self.sha256) == 64, "data.sha256", "must be a 64-character hex SHA-256")
+        _require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is not None,
+            "data.sha256",
+            "must be a 64-character hex SHA-256, or null to accept any text",
+        )
         _require(0.0 < self.train_fraction < 1.0, "data.train_fraction", "must be in (0, 1)")
         _require(self.download_retries >= 0, "data.download_retries", "must be >= 0")
         _require(self.download_timeout_s > 0, "data.download_timeout_s", "must be > 0")
@@ -151,27 +175,34 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int
-    device: str
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    eval: EvalConfig
-    sample: SampleConfig
+    """A run's resolved configuration, or one stage's view of it: the sections that the
+    stage does not read (STAGE_SECTIONS) are None there.
+    """
+
+    seed: int | None = None
+    device: str | None = None
+    data: DataConfig | None = None
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
+    eval: EvalConfig | None = None
+    sample: SampleConfig | None = None
 
     def check(self) -> None:
-        _require_choice(self.device, "device", ("auto", "cpu", "cuda"))
+        if self.device is not None:
+            _require_choice(self.device, "device", ("auto", "cpu", "cuda"))
         for section in (self.data, self.model, self.train, self.eval, self.sample):
-            section.check()
-        stride = self.eval.stride
-        _require(
-            stride is None or stride <= self.model.block_size,
-            "eval.stride",
-            "must be <= model.block_size",
-        )
+            if section is not None:
+                section.check()
+        if self.model is not None and self.eval is not None:
+            stride = self.eval.stride
+            _require(
+                stride is None or stride <= self.model.block_size,
+                "eval.stride",
+                f"must be <= model.block_size ({self.model.block_size}); got {stride}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -231,21 +262,32 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return nested
 
 
-def build(raw: dict[str, Any]) -> Config:
-    """Turn a complete mapping into a checked Config; types follow the dataclass hints."""
-    config = _to_dataclass(Config, raw, prefix="")
+def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:
+    """Turn a mapping into a checked Config; types follow the dataclass hints.
+
+    `sections` None: every section must be there. Otherwise exactly those (a stage's view).
+    """
+    wanted = sections or tuple(field.name for field in dataclasses.fields(Config))
+    unexpected = sorted(set(raw) - set(wanted))
+    if sections is not None and unexpected:
+        raise ConfigError(f"config keys {unexpected} are not read here (only {list(wanted)})")
+    config = _to_dataclass(Config, {key: raw[key] for key in raw if key in wanted}, "", wanted)
     config.check()
     return config
 
 
-def _to_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+def _to_dataclass(
+    cls: type, raw: dict[str, Any], prefix: str, wanted: tuple[str, ...] | None = None
+) -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
         dotted = f"{prefix}{field.name}"
+        if wanted is not None and field.name not in wanted:
+            continue
         if field.name not in raw:
             raise ConfigError(f"config key '{dotted}' is missing")
-        hint = hints[field.name]
+        hint = _present(hints[field.name]) if cls is Config else hints[field.name]
         value = raw[field.name]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
@@ -254,6 +296,14 @@ def _to_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         else:
             values[field.name] = _coerce(value, hint, dotted)
     return cls(**values)
+
+
+def _present(hint: Any) -> Any:
+    """A Config field's type when the section is there: `ModelConfig | None` → ModelConfig
+    (None only means that a stage does not read it).
+    """
+    (present,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return present
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -299,6 +349,11 @@ def differences(config: Config, reference: Config) -> list[dict[str, Any]]:
     return _diff(config.to_dict(), reference.to_dict(), prefix="")
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two raw mappings of the same sections."""
+    return [row["key"] for row in _diff(new, old, prefix="")]
+
+
 def _diff(used: dict[str, Any], plan: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     rows = []
     for key, value in used.items():
@@ -310,32 +365,167 @@ def _diff(used: dict[str, Any], plan: dict[str, Any], prefix: str) -> list[dict[
     return rows
 
 
-def check_main(argv: list[str] | None = None) -> int:
-    """`python project/utils/config.py --config FILE --set KEY=VALUE ...`: check config files
-    and overrides without running anything (the workflow does this before any job).
-    Needs only PyYAML, so it is quick to call.
+# -- resolving a run's configuration ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A run's configuration, decided once: every key, `device` concrete (cpu or cuda)."""
+
+    config: Config
+    raw: dict[str, Any]
+    source: str  # "default" (the plan), "cpu-preset" or the user's file
+
+    def view(self, stage: str) -> dict[str, Any]:
+        """The sections `stage` reads (STAGE_SECTIONS), as a raw mapping."""
+        return {key: copy.deepcopy(self.raw[key]) for key in STAGE_SECTIONS[stage]}
+
+    def deviations(self) -> list[str]:
+        """What this run does differently from the plan, as the report lists it."""
+        notes = []
+        if self.source == "cpu-preset":
+            notes.append(
+                f"CPU preset ({CPU_PRESET.relative_to(PROJECT_DIR)}) instead of the plan's "
+                "full configuration: no CUDA device and no explicit config file"
+            )
+        if self.config.device == "cpu":
+            notes.append("no GPU: trained on the CPU in fp32 (T5 plans bf16 on CUDA)")
+        plan, _ = load()
+        for row in differences(self.config, plan):
+            if row["key"] not in RUN_CHOICES:
+                notes.append(f"config {row['key']} = {row['used']!r} (plan: {row['plan']!r})")
+        return notes
+
+    def record(self) -> dict[str, Any]:
+        """What the report shows of the configuration (`resolved.json`)."""
+        return {"source": self.source, "deviations": self.deviations(), "config": self.raw}
+
+
+def cuda_present() -> bool:
+    """Whether `device: auto` means CUDA here: the same answer as torch.cuda.is_available()
+    for a working install (a CUDA build of PyTorch, and a GPU that the NVIDIA driver exposes
+    and CUDA_VISIBLE_DEVICES does not hide), found without importing torch (1.5 s), because
+    the workflow asks before any job. A stage that gets `cuda` where PyTorch disagrees
+    stops with a DeviceError.
     """
-    parser = argparse.ArgumentParser(description=check_main.__doc__)
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = Path(spec.submodule_search_locations[0]) / "version.py"
+    built_for_cuda = version.is_file() and re.search(
+        r"^cuda\b[^=\n]*=\s*['\"]", version.read_text(encoding="utf-8"), re.MULTILINE
+    )
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1", "NoDevFiles")
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return bool(built_for_cuda) and not hidden and gpus.is_dir() and any(gpus.iterdir())
+
+
+def resolve(
+    config_file: Path | None = None,
+    overrides: list[dict[str, Any]] | tuple = (),
+    cuda: bool | None = None,
+) -> Resolved:
+    """Decide a run's configuration: the plan, then `config_file`, then the overrides.
+
+    Without a config file, a run on the CPU uses the CPU preset (configs/cpu.yaml) instead
+    of the plan's sizes. `device: auto` becomes cpu or cuda here (`cuda`: whether CUDA is
+    there; default: ask `cuda_present`), so every stage reads the same decision.
+    """
+    config, raw = load(config_file, overrides)
+    if config.device == "auto":
+        overrides = [*overrides, {"device": "cuda" if _cuda(cuda) else "cpu"}]
+        config, raw = load(config_file, overrides)
+    if config_file is None and config.device == "cpu":
+        config, raw = load(CPU_PRESET, overrides)
+        return Resolved(config, raw, "cpu-preset")
+    return Resolved(config, raw, "default" if config_file is None else str(config_file))
+
+
+def _cuda(known: bool | None) -> bool:
+    return cuda_present() if known is None else known
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """`("train.lr", 3e-4)` → {"train": {"lr": 3e-4}}: a dotted key as an override mapping."""
+    *parents, last = key.split(".")
+    override: dict[str, Any] = {last: value}
+    for parent in reversed(parents):
+        override = {parent: override}
+    return override
+
+
+def data_source_override(source: str) -> dict[str, Any]:
+    """`--data-source`: a file (data.local_file), a mirror folder (data.mirror_dir) or a URL."""
+    if source.startswith(("http://", "https://")):
+        return {"data": {"url": source}}
+    path = Path(source).expanduser().resolve()
+    if path.is_dir():
+        return {"data": {"mirror_dir": str(path)}}
+    if path.is_file():
+        return {"data": {"local_file": str(path)}}
+    raise ConfigError(f"--data-source {source}: no such file or folder (nor an http(s) URL)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose a run's configuration (run.py and this module's CLI)."""
     parser.add_argument(
         "--config",
         type=Path,
-        action="append",
-        default=[],
-        help="a config file to check (repeatable; each one on its own)",
+        help="YAML file whose keys override configs/default.yaml (the plan); without it, "
+        "a run on the CPU uses configs/cpu.yaml",
     )
     parser.add_argument(
-        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE"
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.lr=3e-4 (repeatable)",
     )
+    parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="where to run; auto = CUDA if available, else the CPU (config key: device)",
+    )
+    parser.add_argument("--seed", type=int, help="the one seed of Python, NumPy, PyTorch (T8)")
+    parser.add_argument(
+        "--data-source",
+        help="where the text comes from: a file (data.local_file), a mirror folder laid out "
+        "<dir>/<dataset>/<file> (data.mirror_dir) or an http(s) URL (data.url)",
+    )
+
+
+def resolve_arguments(args: argparse.Namespace) -> Resolved:
+    """The configuration that `add_arguments`' options choose."""
+    overrides = [parse_assignment(text) for text in args.assignments]
+    if args.epochs is not None:
+        overrides.append(nested("train.epochs", args.epochs))
+    if args.seed is not None:
+        overrides.append({"seed": args.seed})
+    if args.device is not None:
+        overrides.append({"device": args.device})
+    if args.data_source is not None:
+        overrides.append(data_source_override(args.data_source))
+    return resolve(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python project/utils/config.py [--config FILE] [--set KEY=VALUE ...]`: check a
+    configuration and print it as a run would use it, without running anything.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        overrides = [parse_assignment(text) for text in args.assignments]
-        for config_file in args.config or [None]:
-            load(config_file, overrides)
+        resolved = resolve_arguments(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"# source: {resolved.source}")
+    print(yaml.safe_dump(resolved.raw, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(check_main())
+    sys.exit(main())

@@ -37,6 +37,12 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def write_text_if_changed(path: Path, text: str) -> None:
+    """Write `text` unless the file already holds it, so that its mtime marks real changes."""
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        write_text(path, text)
+
+
 def write_json(path: Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 

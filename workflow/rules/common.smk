@@ -1,114 +1,116 @@
-# Shared helpers: where outputs go, which source files and config values each rule reads.
+# Runs, their folders, and what each stage reads, as the project resolves it.
 
-import glob
 import json
 import shlex
 import subprocess
 import sys
 
-import yaml
+# One folder per (run, seed): every file of that run lives under it.
+RUN = "results/{run}/seed{seed}"
 
-RUN = f"results/{config['run_name']}"
-# The GPU jobs use every core for their host-side work (PyTorch's CPU threads); Snakemake
-# scales a claim above --cores down to it. `workflow.cores` itself is not used because
-# `snakemake --report` and --lint run without --cores.
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"\d+",
+
+
+# A GPU job claims its share of the cores (Snakemake sets OMP_NUM_THREADS from it): all of
+# them with one GPU slot, 1/N with --resources gpu=N, so that N GPU jobs run side by side.
+# `snakemake --report` and --lint run without --cores; a claim above --cores is scaled down.
 ALL_CORES = 256
 
 
-def monitor_args(wildcards, output):
-    """gpu_monitor.py options: sampling intervals and PREFIX of the PREFIX.json/.csv outputs."""
-    prefix = output.gpu[0].removesuffix(".json")
-    interval = config["monitor"]
-    return (
-        f"--memory-interval {interval['memory_interval_s']}"
-        f" --slow-interval {interval['slow_interval_s']} --out-prefix {prefix}"
+def global_resource(name, default):
+    resource = workflow.global_resources.get(name)
+    return getattr(resource, "value", None) or default
+
+
+def gpu_job_threads(wildcards):
+    return max(1, global_resource("_cores", ALL_CORES) // global_resource("gpu", 1))
+
+
+def run_pairs():
+    """(run name, seed, run settings) of every configured run and seed."""
+    for name, run in config["runs"].items():
+        for seed in run.get("seeds", config["seeds"]):
+            yield name, seed, run
+
+
+def config_dir(run, seed):
+    return f"{RUN.format(run=run, seed=seed)}/config"
+
+
+def run_spec(name, seed, run):
+    """How the project resolves one (run, seed): its config file, then the overrides in
+    order (workflow defaults, shared overrides, the run's own, the seed).
+    """
+    overrides = {**config["overrides"], **run.get("overrides", {})}
+    if "seed" in overrides:
+        raise WorkflowError(
+            f"runs: {name}: 'seed' cannot be an override; list seeds under `seeds:` "
+            "(for every run, or per run)"
+        )
+    chosen = run.get("project_config", config["project_config"])
+    return {
+        "dir": config_dir(name, seed),
+        "config": None if chosen == "auto" else chosen,
+        "data_source": config["data_source"],
+        "overrides": [
+            {"train.epochs": config["epochs"], "device": config["device"]},
+            overrides,
+            {"seed": seed},
+        ],
+    }
+
+
+def resolve_runs():
+    """Let the project resolve every run once (a subprocess: the workflow never imports
+    project code) and write each stage's config file, rewritten only when its content
+    changes. A bad value in any run stops the workflow here, before any job.
+    """
+    spec = {"runs": [run_spec(*pair) for pair in run_pairs()]}
+    result = subprocess.run(
+        [sys.executable, "project/utils/reads.py"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise WorkflowError(f"project config: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+READS = resolve_runs()
+
+
+def stage_config(stage):
+    """The config file of `stage` for the job's (run, seed)."""
+    return lambda wildcards: READS["configs"][config_dir(wildcards.run, wildcards.seed)][stage]
+
+
+def stage_code(stage):
+    """The project modules `stage` runs, derived by the project from its imports."""
+    return READS["code"][stage]
+
+
+NOT_FILE_OPTIONS = ("config", "code", "gpu")
+
+
+def file_options(wildcards, input, output):
+    """run.py's file options from the rule's named inputs and outputs: `--best PATH` ..."""
+    named = [*input.items(), *output.items()]
+    return " ".join(
+        f"--{name.replace('_', '-')} {shlex.quote(path)}"
+        for name, path in named
+        if name not in NOT_FILE_OPTIONS
     )
 
 
-def sources(*parts):
-    """project/run.py plus the .py files of the given project/ folders or files.
-
-    A rule lists the code it runs as input, so editing that code (and only that code)
-    reruns it.
-    """
-    files = ["project/run.py"]
-    for part in parts:
-        if part.endswith(".py"):
-            files.append(f"project/{part}")
-        else:
-            files.extend(sorted(glob.glob(f"project/{part}/**/*.py", recursive=True)))
-    return files
-
-
-def project_config_files():
-    """The project config files run.py may read: the plan plus the preset or the user's."""
-    chosen = config["project_config"]
-    second = "project/configs/cpu.yaml" if chosen == "auto" else chosen
-    return ["project/configs/default.yaml", second]
-
-
-def read_config_file(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise WorkflowError(
-            f"project_config: {path} not found (use 'auto' or a path to a project YAML)"
-        )
-
-
-def reads(key, sections):
-    return key.split(".")[0] in sections
-
-
-def settings(*sections):
-    """The project config values that one job reads, as params. A change reruns only
-    the jobs that read it (and what depends on their outputs).
-    """
-    values = {}
-    for path in project_config_files():
-        raw = read_config_file(path)
-        values[path] = {key: raw[key] for key in sections if key in raw}
-    values["overrides"] = {
-        key: value for key, value in config["overrides"].items() if reads(key, sections)
-    }
-    return values
-
-
-def check_project_config():
-    """Check the project config files and overrides with the project's own checker (a
-    subprocess: the workflow never imports project code), so that a bad value stops the
-    workflow before any job starts.
-    """
-    command = [sys.executable, "project/utils/config.py"]
-    for path in project_config_files():
-        read_config_file(path)  # a clear error for a missing file
-        command += ["--config", path]
-    for key, value in config["overrides"].items():
-        command += ["--set", f"{key}={json.dumps(value)}"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise WorkflowError(f"project config: {result.stderr.strip()}")
-
-
-check_project_config()
-
-
-def run_args(*sections, cli=()):
-    """project/run.py options for a rule: `cli` names the workflow config values it takes
-    (epochs, seed, device, data_source); overrides are passed only for its sections.
-    """
-    args = ["--out-dir", RUN]
-    if config["project_config"] != "auto":
-        args += ["--config", config["project_config"]]
-    flags = {"epochs": "--epochs", "seed": "--seed", "device": "--device"}
-    for name in cli:
-        if name == "data_source":
-            if config["data_source"]:
-                args += ["--data-source", config["data_source"]]
-        else:
-            args += [flags[name], str(config[name])]
-    for key, value in config["overrides"].items():
-        if reads(key, sections):
-            args += ["--set", f"{key}={json.dumps(value)}"]
-    return shlex.join(args)
+def monitor_args(wildcards, output):
+    """gpu_monitor.py options: a GPU slot, sampling intervals, the outputs' PREFIX."""
+    prefix = output.gpu[0].removesuffix(".json")
+    interval = config["monitor"]
+    return (
+        f"--slot-dir .snakemake/gpu-slots --memory-interval {interval['memory_interval_s']}"
+        f" --slow-interval {interval['slow_interval_s']} --out-prefix {prefix}"
+    )

@@ -1,43 +1,68 @@
-import os
-
 import snakemake as snakemake_package
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 IN_CONTAINER = (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
+GPU_STAGES = ("train", "evaluate", "sample")
 
 
 rule report:
     input:
+        resolved=stage_config("resolved"),
+        manifest=rules.prepare.output.manifest,
         summary=rules.train.output.summary,
-        log=rules.train.output.log,
+        train_log=rules.train.output.train_log,
         metrics=rules.evaluate.output.metrics,
         checks=rules.evaluate.output.checks,
-        samples=rules.sample.output.text,
-        samples_meta=rules.sample.output.meta,
-        manifest=rules.data.output.manifest,
-        gpu=[rules.train.output.gpu, rules.evaluate.output.gpu, rules.sample.output.gpu],
-        deviations="project/deviations.yaml",
-        code=[
-            "workflow/scripts/make_report.py",
-            "workflow/scripts/report_plots.py",
-            *sources("data", "model", "training", "testing", "utils"),
+        samples=rules.sample.output.samples,
+        samples_meta=rules.sample.output.samples_meta,
+        costs=[
+            rules.prepare.output.prepare_cost,
+            rules.train.output.train_cost,
+            rules.evaluate.output.evaluate_cost,
+            rules.sample.output.sample_cost,
         ],
+        monitors=[rules.train.output.gpu, rules.evaluate.output.gpu, rules.sample.output.gpu],
+        benchmarks=[
+            rules.prepare.benchmark,
+            rules.train.benchmark,
+            rules.evaluate.benchmark,
+            rules.sample.benchmark,
+        ],
+        deviations="project/deviations.yaml",
+        # The component table reads every project module's docstrings (parsed, not run).
+        modules=READS["modules"],
+        code="workflow/scripts/report_plots.py",
     output:
-        report=report(f"{RUN}/ml_res.md", category="Report"),
-        loss_plot=report(f"{RUN}/plots/loss.png", category="Plots"),
-        gpu_plot=report(f"{RUN}/plots/gpu.png", category="Plots"),
+        report=report(f"{RUN}/ml_res.md", category="Report", subcategory="{run}"),
+        loss_plot=report(f"{RUN}/plots/loss.png", category="Plots", subcategory="{run}"),
+        gpu_plot=report(f"{RUN}/plots/gpu.png", category="Plots", subcategory="{run}"),
     log:
         f"{RUN}/logs/report.log",
-    benchmark:
-        f"{RUN}/benchmarks/report.tsv"
     params:
         container=config["container"],
-        container_flag="--container-used" if IN_CONTAINER else "",
+        container_used=IN_CONTAINER,
         snakemake_version=snakemake_package.__version__,
-        run_dir=lambda wildcards, output: os.path.dirname(output.report),
-    shell:
-        "python workflow/scripts/make_report.py --run-dir {params.run_dir}"
-        " --container {params.container:q} {params.container_flag}"
-        " --snakemake-version {params.snakemake_version} > {log} 2>&1"
+    script:
+        "../scripts/make_report.py"
+
+
+def every_run(path):
+    """`path` (a pattern of RUN) for every configured (run, seed)."""
+    return [path.format(run=run, seed=seed) for run, seed, _ in run_pairs()]
+
+
+rule summary:
+    input:
+        metrics=every_run(rules.evaluate.output.metrics),
+        train=every_run(rules.train.output.summary),
+        monitor=every_run(rules.train.output.gpu[0]),
+    output:
+        table=report("results/summary.md", category="Summary"),
+        plot=report("results/summary.png", category="Summary"),
+    params:
+        runs=[run for run, _, _ in run_pairs()],
+        seeds=[seed for _, seed, _ in run_pairs()],
+    script:
+        "../scripts/summarize.py"

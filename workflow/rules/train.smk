@@ -1,27 +1,33 @@
-TRAIN_SECTIONS = ("seed", "device", "model", "train", "eval")
-
-
 rule train:
     input:
-        manifest=rules.data.output.manifest,
-        code=sources("data", "model", "training", "utils"),
+        config=stage_config("train"),
+        code=stage_code("train"),
+        train_ids=rules.prepare.output.train_ids,
+        val_ids=rules.prepare.output.val_ids,
+        vocab=rules.prepare.output.vocab,
+        manifest=rules.prepare.output.manifest,
     output:
         summary=f"{RUN}/train_summary.json",
-        log=f"{RUN}/train_log.jsonl",
+        train_log=f"{RUN}/train_log.jsonl",
         best=f"{RUN}/checkpoints/best.pt",
         last=f"{RUN}/checkpoints/last.pt",
+        train_cost=f"{RUN}/cost/train.json",
         gpu=multiext(f"{RUN}/monitor/train", ".json", ".csv"),
     log:
         f"{RUN}/logs/train.log",
     benchmark:
         f"{RUN}/benchmarks/train.tsv"
-    threads: ALL_CORES
+    threads: gpu_job_threads
     resources:
         gpu=1,
+    # A failed try (a crash, an OOM, a kill) runs again and resumes from the newest
+    # checkpoint of the work folder, which Snakemake does not delete: it is no output.
+    retries: config["train_retries"]
     params:
-        settings=settings(*TRAIN_SECTIONS),
-        args=run_args(*TRAIN_SECTIONS, cli=["epochs", "seed", "device"]),
+        files=file_options,
+        work_dir=f"{RUN}/train.resume",
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py train {params.args} > {log} 2>&1"
+        " python project/run.py train --resume --stage-config {input.config} {params.files}"
+        " --work-dir {params.work_dir} > {log} 2>&1"

@@ -5,7 +5,17 @@ with the command's exit code (a command killed by signal N gives 128 + N)::
 
     python workflow/scripts/gpu_monitor.py --out-prefix results/run1/monitor/train \\
         [--memory-interval 0.05] [--slow-interval 0.5] [--device-uuid GPU-...] \\
-        -- python project/run.py train ...
+        [--slot-dir .snakemake/gpu-slots] -- python project/run.py train ...
+
+GPU slots (``--slot-dir DIR``): with ``snakemake --resources gpu=N`` up to N jobs run at once
+and Snakemake does not say which GPU each may use, so the wrapper claims one itself. The
+machine's devices are the entries of the wrapper's own CUDA_VISIBLE_DEVICES if it is set
+("", "-1", "NoDevFiles" leave none), else NVML indices 0..count-1, else none. The wrapper takes
+the first device whose lock file ``DIR/gpu-<device>.lock`` it can flock exclusively, polling
+every 0.2 s while all are taken, holds it until it exits (the kernel frees it even after
+SIGKILL), and runs the command with CUDA_VISIBLE_DEVICES set to that device, which is also the
+one sampled. With no device nothing is locked and the environment is left alone. For tests
+without a GPU, CHARGPT_FAKE_GPUS (e.g. "0,1") replaces the device list with a FAKE one.
 
 In process::
 
@@ -31,6 +41,13 @@ With no GPU the file holds just the header.
     device                      {index, name, uuid, driver_version}; index is null when the
                                 device was chosen by UUID
     command, exit_code          the wrapped command (argv list) and its exit code (CLI only)
+    gpu_slot                    (CLI only) null without --slot-dir, else
+                                {device, source, waited_s, slot_dir}: the device entry the job
+                                was given (null when the machine has no GPU, so no slot was
+                                taken); source, where the device list came from:
+                                "CUDA_VISIBLE_DEVICES", "nvml", "fake (CHARGPT_FAKE_GPUS)" (a
+                                made-up list, no real device), or null when there was none;
+                                waited_s, seconds spent waiting for a free slot
     wall_time_s                 monitor start to stop
     samples                     number of memory samples (CSV rows)
     memory_interval_s           requested memory sampling interval
@@ -58,6 +75,7 @@ With no GPU the file holds just the header.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import os
@@ -68,7 +86,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +107,9 @@ CSV_COLUMNS = (
 PEAK_NOTE = "peaks are sampled: the true peak may be higher (a lower bound)"
 PROCESS_LIST = "process_list"
 DEVICE_MINUS_BASELINE = "device_used_minus_baseline"
+FAKE_GPUS_VARIABLE = "CHARGPT_FAKE_GPUS"
+FAKE_GPUS_SOURCE = f"fake ({FAKE_GPUS_VARIABLE})"
+SLOT_POLL_S = 0.2
 
 
 @dataclass
@@ -409,6 +430,74 @@ def choose_device(
     return None, first
 
 
+def machine_devices(environ: Mapping[str, str], nvml: Any = pynvml) -> tuple[list[str], str | None]:
+    """Return this machine's GPUs as CUDA_VISIBLE_DEVICES entries, and where the list came from.
+
+    CHARGPT_FAKE_GPUS (a fake list for tests) wins, then CUDA_VISIBLE_DEVICES, then NVML's
+    device count; ([], None) when there is none of these.
+    """
+    if FAKE_GPUS_VARIABLE in environ:
+        return _device_entries(environ[FAKE_GPUS_VARIABLE]), FAKE_GPUS_SOURCE
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return _device_entries(environ["CUDA_VISIBLE_DEVICES"]), "CUDA_VISIBLE_DEVICES"
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return [], None
+    try:
+        return [str(index) for index in range(nvml.nvmlDeviceGetCount())], "nvml"
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _device_entries(value: str) -> list[str]:
+    """The devices a CUDA_VISIBLE_DEVICES value lists, up to (like CUDA) the first entry that
+    names none, such as "", "-1" or "NoDevFiles"."""
+    entries = (entry.strip() for entry in value.split(","))
+    return list(itertools.takewhile(_is_device_entry, entries))
+
+
+def _is_device_entry(entry: str) -> bool:
+    return entry.isdigit() or entry.startswith(("GPU-", "MIG-"))
+
+
+def take_gpu_slot(slot_dir: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Claim a free device of this machine until this process exits; return the gpu_slot record.
+
+    Waits while every device is taken. With no device nothing is claimed and device is None.
+    """
+    devices, source = machine_devices(environ)
+    slot_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    device = None
+    while devices:
+        device = next((entry for entry in devices if _lock_slot(slot_dir, entry)), None)
+        if device is not None:
+            break
+        time.sleep(SLOT_POLL_S)
+    return {
+        "device": device,
+        "source": source,
+        "waited_s": time.monotonic() - started,
+        "slot_dir": str(slot_dir),
+    }
+
+
+def _lock_slot(slot_dir: Path, device: str) -> bool:
+    """Lock `device`'s slot file for the rest of this process's life; False if another holds it."""
+    # Old MIG entries look like "MIG-GPU-<uuid>/1/0"; a slash cannot be in a file name.
+    path = slot_dir / f"gpu-{device.replace('/', '_')}.lock"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    # The descriptor stays open on purpose: the lock lasts until this process ends, however it
+    # ends. os.open descriptors are not inherited, so the job cannot keep the slot past that.
+    return True
+
+
 def _max(values: Iterable[Any]) -> Any:
     """Largest value that is not None, or None if there is none."""
     present = [value for value in values if value is not None]
@@ -461,6 +550,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-interval", type=float, default=0.05, help="seconds")
     parser.add_argument("--slow-interval", type=float, default=0.5, help="seconds")
     parser.add_argument("--device-uuid", help="watch this device instead of the job's first one")
+    parser.add_argument(
+        "--slot-dir", type=Path, help="claim a free GPU through lock files in this folder"
+    )
     parser.add_argument("command", nargs="+", help="the command to run, after --")
     args = parser.parse_args(argv)
     if args.memory_interval <= 0 or args.slow_interval <= 0:
@@ -470,6 +562,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    gpu_slot = None
+    if args.slot_dir is not None:
+        # Before the monitor starts, so that the wait is not sampled and the baseline is
+        # taken once the device is ours.
+        gpu_slot = take_gpu_slot(args.slot_dir, os.environ)
+        if gpu_slot["device"] is not None:
+            # The child inherits it, and the monitor's choose_device reads it.
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slot["device"]
     monitor = GpuMonitor(
         memory_interval=args.memory_interval,
         slow_interval=args.slow_interval,
@@ -482,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         exit_code = run_child(args.command)
     finally:
         monitor.stop()
-    monitor.write(args.out_prefix, {"command": args.command, "exit_code": exit_code})
+    extra = {"command": args.command, "exit_code": exit_code, "gpu_slot": gpu_slot}
+    monitor.write(args.out_prefix, extra)
     return exit_code
 
 

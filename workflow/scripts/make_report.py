@@ -1,16 +1,12 @@
-"""Write the implementation report `ml_res.md` (and its plots) from a run's JSON outputs.
+"""Write the implementation report `ml_res.md` (and its plots) from one run's outputs.
 
-    python workflow/scripts/make_report.py --run-dir results/quick \
-        [--container IMAGE] [--container-used] [--snakemake-version X]
-
-Reads only files: the project's JSON outputs, Snakemake's benchmark files, the GPU
-monitor's summaries and series, `project/deviations.yaml`, and the project's source
-(parsed, never imported) for the component table.
+A Snakemake script (rule `report`): it reads exactly the files its rule gives it in
+`snakemake.input`: the project's JSON outputs, the stages' cost records, Snakemake's
+benchmark files, the GPU monitor's summaries and series, the resolved configuration,
+`project/deviations.yaml`, and the project's modules (parsed, never imported) for the
+component table; it writes `snakemake.output`.
 """
 
-from __future__ import annotations
-
-import argparse
 import ast
 import csv
 import json
@@ -18,7 +14,7 @@ import math
 import os
 import re
 import subprocess
-import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,48 +25,38 @@ from report_plots import plot_gpu, plot_losses
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "project"
-COMPONENT_DIRS = ("data", "model", "training", "testing", "utils")
 PLAN_ID = re.compile(r"\b([DMTE][1-9])\b")
-GPU_STAGES = ("train", "evaluate", "sample")
-STAGES = ("data", *GPU_STAGES)
 MIB = 1024**2
 
 
 # -- reading -------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
+def read_json(path: str | Path) -> dict[str, Any]:
+    with Path(path).open(encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
 def read_benchmark(path: Path) -> dict[str, str]:
     """Snakemake's benchmark TSV (columns s, max_rss, ...; one row per repeat)."""
-    if not path.is_file():
-        return {}
     with path.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     return rows[0] if rows else {}
 
 
 def read_series(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
     with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
-def read_monitors(run: Path) -> dict[str, dict[str, Any]]:
-    return {
-        stage: read_json(run / "monitor" / f"{stage}.json")
-        for stage in GPU_STAGES
-        if (run / "monitor" / f"{stage}.json").is_file()
-    }
+def by_stage(paths: Iterable[str], suffix: str) -> dict[str, Path]:
+    """The files of one kind, keyed by stage (`cost/train.json` → "train"), in order."""
+    return {Path(path).stem: Path(path) for path in paths if path.endswith(suffix)}
 
 
 # -- formatting ----------------------------------------------------------------------
@@ -93,15 +79,12 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
 # -- sections ------------------------------------------------------------------------
 
 
-def components(summary: dict[str, Any]) -> str:
+def components(summary: dict[str, Any], modules: list[str]) -> str:
     """Each project module: its first docstring line, its plan ids, its parameters."""
     counts = summary.get("parameters_by_module", {})
     rows = []
-    files = [PROJECT / "run.py"]
-    for folder in COMPONENT_DIRS:
-        files += sorted(p for p in (PROJECT / folder).glob("*.py") if p.name != "__init__.py")
-    for path in files:
-        relative = path.relative_to(PROJECT).as_posix()
+    for path in (Path(module) for module in modules if not module.endswith("__init__.py")):
+        relative = path.relative_to("project").as_posix()
         doc, ids = describe_module(path)
         params = counts.get(relative)
         rows.append(
@@ -131,6 +114,7 @@ def describe_module(path: Path) -> tuple[str, list[str]]:
 
 def quick_validation(
     summary: dict[str, Any],
+    train_cost: dict[str, Any],
     metrics: dict[str, Any],
     monitors: dict[str, dict[str, Any]],
     benchmarks: dict[str, dict[str, str]],
@@ -162,13 +146,15 @@ def quick_validation(
             f"{metrics['top5_accuracy']:.3f}",
         ],
         ["Runtime", f"{runtime:.1f} s ({per_stage})" if per_stage else "n/a (no benchmarks)"],
-        ["GPU memory peak", gpu_peak(summary, monitors.get("train"))],
+        ["GPU memory peak", gpu_peak(summary, train_cost, monitors.get("train"))],
     ]
     return table(rows, ["Field", "Value"])
 
 
-def gpu_peak(summary: dict[str, Any], monitor: dict[str, Any] | None) -> str:
-    reserved = summary["cost"].get("torch_max_memory_reserved_bytes")
+def gpu_peak(
+    summary: dict[str, Any], train_cost: dict[str, Any], monitor: dict[str, Any] | None
+) -> str:
+    reserved = train_cost["torch_max_memory_reserved_bytes"]
     if monitor and monitor.get("gpu_available"):
         return (
             f"{mib(monitor['peak_job_memory_bytes'], 'n/a')} by NVML during training "
@@ -213,14 +199,14 @@ def baselines(metrics: dict[str, Any]) -> str:
 
 
 def stage_costs(
-    stage_json: dict[str, dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    costs: dict[str, dict[str, Any]],
     monitors: dict[str, dict[str, Any]],
     benchmarks: dict[str, dict[str, str]],
 ) -> str:
     rows = []
-    for stage in STAGES:
+    for stage, cost in costs.items():
         bench = benchmarks.get(stage, {})
-        cost = stage_json[stage]["cost"]
         monitor = monitors.get(stage)
         nvml, difference = nvml_cells(monitor, cost)
         on_cuda = cost["torch_max_memory_reserved_bytes"] is not None
@@ -236,7 +222,7 @@ def stage_costs(
                 mib(cost["torch_max_memory_reserved_bytes"], torch_missing),
                 mib(cost["torch_max_memory_allocated_bytes"], torch_missing),
                 difference,
-                throughput(stage, stage_json[stage]),
+                throughput(stage, records[stage], cost["wall_time_s"]),
             ]
         )
     headers = [
@@ -278,9 +264,8 @@ def sampling_interval(monitors: dict[str, dict[str, Any]]) -> str:
     return f"{requested[0] * 1000:.0f} ms (requested)" if requested else "n/a"
 
 
-def throughput(stage: str, record: dict[str, Any]) -> str:
-    seconds = record["cost"]["wall_time_s"]
-    if stage == "data":
+def throughput(stage: str, record: dict[str, Any], seconds: float) -> str:
+    if stage == "prepare":
         return f"{record['n_chars'] / seconds:,.0f} chars/s prepared"
     if stage == "train":
         rate = record.get("chars_per_s")
@@ -291,7 +276,10 @@ def throughput(stage: str, record: dict[str, Any]) -> str:
 
 
 def environment(
-    summary: dict[str, Any], monitors: dict[str, dict[str, Any]], args: argparse.Namespace
+    summary: dict[str, Any],
+    source: str,
+    monitors: dict[str, dict[str, Any]],
+    params: Any,
 ) -> str:
     env = summary["environment"]
     device = next((m["device"] for m in monitors.values() if m.get("gpu_available")), None)
@@ -305,24 +293,24 @@ def environment(
         ["CUDA (PyTorch build)", env["torch_cuda"] or "none (CPU build)"],
         ["GPU", (device or {}).get("name") or env.get("gpu_name") or "none"],
         ["NVIDIA driver", (device or {}).get("driver_version") or no_gpu],
-        ["Snakemake", args.snakemake_version],
-        ["Container image", container_image(args)],
-        ["Project config", summary["config_source"]],
+        ["Snakemake", params.snakemake_version],
+        ["Container image", container_image(params)],
+        ["Project config", source],
         ["Device", env["device"]],
         ["CPU threads", str(env["cpu_threads"])],
     ]
     return table(rows, ["Item", "Value"])
 
 
-def container_image(args: argparse.Namespace) -> str:
+def container_image(params: Any) -> str:
     """Which image the jobs ran in: Apptainer mode, our image under Compose, or none."""
     inside = os.environ.get("CHARGPT_IMAGE_VERSION")  # set by docker/Dockerfile
-    if args.container_used:
-        return f"{args.container} (snakemake --use-singularity)"
+    if params.container_used:
+        return f"{params.container} (snakemake --use-singularity)"
     if inside:
         revision = os.environ.get("CHARGPT_IMAGE_REVISION", "unknown")
         return f"chargpt-workflow {inside}, revision {revision} (Docker/Compose)"
-    return f"not used (native run; configured: {args.container})"
+    return f"not used (native run; configured: {params.container})"
 
 
 def git_state() -> tuple[str, str]:
@@ -345,48 +333,51 @@ def git_state() -> tuple[str, str]:
 # -- the report ----------------------------------------------------------------------
 
 
-def build_report(run: Path, args: argparse.Namespace) -> str:
-    summary = read_json(run / "train_summary.json")
-    metrics = read_json(run / "metrics.json")
-    log = read_jsonl(run / "train_log.jsonl")
-    stage_json = {
-        "data": read_json(run / "data" / "manifest.json"),
+def build_report(inputs: Any, outputs: Any, params: Any) -> str:
+    """The report's Markdown; draws its plots on the way."""
+    summary = read_json(inputs.summary)
+    metrics = read_json(inputs.metrics)
+    manifest = read_json(inputs.manifest)
+    resolved = read_json(inputs.resolved)
+    records = {
+        "prepare": manifest,
         "train": summary,
         "evaluate": metrics,
-        "sample": read_json(run / "samples.json"),
+        "sample": read_json(inputs.samples_meta),
     }
-    monitors = read_monitors(run)
-    benchmarks = {s: read_benchmark(run / "benchmarks" / f"{s}.tsv") for s in STAGES}
+    costs = {stage: read_json(path) for stage, path in by_stage(inputs.costs, ".json").items()}
+    monitors = {s: read_json(path) for s, path in by_stage(inputs.monitors, ".json").items()}
+    series = {s: read_series(path) for s, path in by_stage(inputs.monitors, ".csv").items()}
+    benchmarks = {
+        s: read_benchmark(path) for s, path in by_stage(inputs.benchmarks, ".tsv").items()
+    }
     benchmarks = {s: b for s, b in benchmarks.items() if b}
-    notes = yaml.safe_load(args.deviations.read_text(encoding="utf-8"))
-    passed = read_json(run / "quick_validation.json")["checks"]
+    notes = yaml.safe_load(Path(inputs.deviations).read_text(encoding="utf-8"))
+    passed = read_json(inputs.checks)["checks"]
     known = list(notes["known_issues"])
     known += [f"Quick-validation check failed: {name}." for name, ok in passed.items() if not ok]
     if not any(m.get("gpu_available") for m in monitors.values()):
         reason = next((m.get("reason") for m in monitors.values()), "no monitor output")
         known.append(f"No GPU figures in this run: {reason}.")
-    plot_losses(log, run / "plots" / "loss.png")
-    plot_gpu(
-        {s: read_series(run / "monitor" / f"{s}.csv") for s in GPU_STAGES},
-        monitors,
-        run / "plots" / "gpu.png",
-    )
-    samples = (run / "samples.txt").read_text(encoding="utf-8").rstrip("\n")
+    plot_losses(read_jsonl(inputs.train_log), Path(outputs.loss_plot))
+    plot_gpu(series, monitors, Path(outputs.gpu_plot))
+    samples = Path(inputs.samples).read_text(encoding="utf-8").rstrip("\n")
+    report_dir = Path(outputs.report).parent
     fence = "~~~~"
     return "\n".join(
         [
             "# Implementation Report",
             "",
-            f"Run `{run.name}`: a character-level GPT on Tiny Shakespeare "
-            "(`../shared/plan.md`), generated by `workflow/scripts/make_report.py`.",
+            f"Run `{run_label(outputs.report)}`: a character-level GPT (`../shared/plan.md`) "
+            f"on {corpus(manifest)}, generated by `workflow/scripts/make_report.py`.",
             "",
             "## Components Implemented",
             "",
-            components(summary),
+            components(summary, list(inputs.modules)),
             "",
             "## Quick Validation Results",
             "",
-            quick_validation(summary, metrics, monitors, benchmarks),
+            quick_validation(summary, costs["train"], metrics, monitors, benchmarks),
             "",
             table(
                 [[name, "passed" if ok else "FAILED"] for name, ok in passed.items()],
@@ -395,7 +386,7 @@ def build_report(run: Path, args: argparse.Namespace) -> str:
             "",
             "## Deviations from Plan",
             "",
-            bullet_list(list(notes["deviations"]) + summary["deviations"]),
+            bullet_list(list(notes["deviations"]) + resolved["deviations"]),
             "",
             "## Known Issues",
             "",
@@ -407,17 +398,17 @@ def build_report(run: Path, args: argparse.Namespace) -> str:
             "",
             "## Cost per Stage",
             "",
-            stage_costs(stage_json, monitors, benchmarks),
+            stage_costs(records, costs, monitors, benchmarks),
             "",
             "## Environment",
             "",
-            environment(summary, monitors, args),
+            environment(summary, resolved["source"], monitors, params),
             "",
             "## Plots",
             "",
-            "![Training and validation loss](plots/loss.png)",
+            f"![Training and validation loss]({relative(outputs.loss_plot, report_dir)})",
             "",
-            "![GPU memory and utilisation](plots/gpu.png)",
+            f"![GPU memory and utilisation]({relative(outputs.gpu_plot, report_dir)})",
             "",
             "## Sample",
             "",
@@ -429,37 +420,36 @@ def build_report(run: Path, args: argparse.Namespace) -> str:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True, help="results/<run name>")
-    parser.add_argument("--deviations", type=Path, default=PROJECT / "deviations.yaml")
-    parser.add_argument("--container", default="none", help="the configured image")
-    parser.add_argument(
-        "--container-used",
-        action="store_true",
-        help="the jobs ran inside the image (--use-singularity)",
+def run_label(report: str) -> str:
+    """`results/<run>/seed<seed>/ml_res.md` → "<run>/seed<seed>"."""
+    return Path(report).parent.relative_to(Path(report).parents[2]).as_posix()
+
+
+def corpus(manifest: dict[str, Any]) -> str:
+    """The text the run used: its name and digest, and whether the digest was checked."""
+    check = (
+        "verified against the configured digest"
+        if manifest["verified"]
+        else "not checked: data.sha256 is null"
     )
-    parser.add_argument("--snakemake-version", default="not run by Snakemake")
-    return parser.parse_args(argv)
+    return (
+        f"`{manifest['dataset']}` ({manifest['n_chars']:,} characters, "
+        f"SHA-256 `{manifest['source_sha256']}`, {check})"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        text = build_report(args.run_dir, args)
-    except FileNotFoundError as error:
-        print(
-            f"error: {error.filename} is missing; run the stages first (snakemake --cores all)",
-            file=sys.stderr,
-        )
-        return 1
-    out = args.run_dir / "ml_res.md"
+def relative(path: str, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def main(smk: Any) -> None:
+    text = build_report(smk.input, smk.output, smk.params)
+    out = Path(smk.output.report)
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)
-    print(f"wrote {out}")
-    return 0
+    Path(smk.log[0]).write_text(f"wrote {out}\n", encoding="utf-8")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821 (set by Snakemake's script directive)
