@@ -87,6 +87,16 @@ def tiny_cli(tiny_config_file: Path, shakespeare_file: Path) -> Callable[..., li
     return argv
 
 
+def output(out_dir: Path, name: str) -> Path:
+    """Where run.py puts file `name` (run.FILES) under --out-dir when no option names it."""
+    return out_dir / run.FILES[name]
+
+
+def work_file(out_dir: Path, name: str) -> Path:
+    """A file of training's work folder (the log, a checkpoint) while training runs."""
+    return output(out_dir, "work_dir") / name
+
+
 @pytest.fixture(scope="session")
 def prepared_run_dir(
     tmp_path_factory: pytest.TempPathFactory, tiny_cli: Callable[..., list[str]]
@@ -102,7 +112,9 @@ def with_prepared_data(prepared_run_dir: Path) -> Callable[[Path], Path]:
     """Copy the prepared data/ folder into a fresh --out-dir (saves preparing it again)."""
 
     def copy(out_dir: Path) -> Path:
-        shutil.copytree(prepared_run_dir / run.DATA_DIR, out_dir / run.DATA_DIR)
+        for name in run.DATA:
+            output(out_dir, name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(output(prepared_run_dir, name), output(out_dir, name))
         return out_dir
 
     return copy

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import run
-from utils.config import ConfigError, load, merge, parse_assignment
+from utils.config import (
+    DEFAULT_CONFIG,
+    PROJECT_DIR,
+    STAGE_SECTIONS,
+    ConfigError,
+    build,
+    load,
+    merge,
+    parse_assignment,
+    resolve,
+)
+from utils.reads import stage_sources, write_stage_configs
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:
@@ -116,9 +130,71 @@ def test_set_assignment_parses_numbers() -> None:
 
 def test_cli_set_goes_through_the_same_checks() -> None:
     args = run.parse_args(["train", "--set", "train.lr=3e-4", "--epochs", "3", "--device", "cpu"])
-    config, _, source = run.resolve_config(args)
+    resolved = run.resolve(args)
+    config = resolved.config
     assert config.train.lr == 3e-4 and config.train.epochs == 3 and config.device == "cpu"
-    assert source == "default"
+    # No config file and the CPU: the CPU preset stands in for the plan's sizes.
+    assert resolved.source == "cpu-preset" and config.model.n_layer == 2
+
+
+@pytest.mark.parametrize(
+    ("cuda", "source", "n_layer"), [(True, "default", 6), (False, "cpu-preset", 2)]
+)
+def test_auto_is_decided_once_and_recorded(cuda: bool, source: str, n_layer: int) -> None:
+    resolved = resolve(None, [], cuda=cuda)
+    assert resolved.config.device == ("cuda" if cuda else "cpu")
+    assert (resolved.source, resolved.config.model.n_layer) == (source, n_layer)
+    # A stage never sees "auto": it reads the decision.
+    assert resolved.view("train")["device"] == resolved.config.device
+    # An explicit file wins over the preset, on the CPU too.
+    explicit = resolve(DEFAULT_CONFIG, [], cuda=False)
+    assert (explicit.source, explicit.config.model.n_layer) == (str(DEFAULT_CONFIG), 6)
+
+
+def test_each_stage_sees_only_the_sections_it_reads() -> None:
+    resolved = resolve(None, [], cuda=False)
+    for stage, sections in STAGE_SECTIONS.items():
+        view = resolved.view(stage)
+        assert tuple(view) == sections
+        config = build(view, sections)
+        unread = [
+            name for name in ("data", "model", "train", "eval", "sample") if name not in sections
+        ]
+        assert all(getattr(config, name) is None for name in unread), stage
+    with pytest.raises(ConfigError, match="not read here"):
+        build(resolved.view("train"), STAGE_SECTIONS["sample"])
+
+
+def test_checks_across_sections_run_when_the_run_is_resolved() -> None:
+    with pytest.raises(ConfigError, match=r"'eval\.stride' must be <= model\.block_size \(32\)"):
+        resolve(None, [{"model": {"block_size": 32}}, {"eval": {"stride": 40}}], cuda=False)
+
+
+def test_stage_config_files_change_only_when_their_content_does(tmp_path: Path) -> None:
+    paths = write_stage_configs(tmp_path, resolve(None, [], cuda=False))
+    assert set(paths) == {*STAGE_SECTIONS, "resolved"}
+    before = {name: path.stat().st_mtime_ns for name, path in paths.items()}
+    time.sleep(0.01)
+    write_stage_configs(tmp_path, resolve(None, [{"sample": {"temperature": 1.0}}], cuda=False))
+    changed = {name for name, path in paths.items() if path.stat().st_mtime_ns != before[name]}
+    assert changed == {"sample", "resolved"}
+    assert json.loads(paths["sample"].read_text())["sample"]["temperature"] == 1.0
+
+
+def test_code_inputs_follow_imports_and_callbacks() -> None:
+    code = {
+        stage: {p.relative_to(PROJECT_DIR).as_posix() for p in stage_sources(stage)}
+        for stage in STAGE_SECTIONS
+    }
+    assert all("run.py" in files for files in code.values())
+    # The validation loss that picks best.pt is handed to the trainer as a callback.
+    assert "testing/evaluator.py" in code["train"]
+    assert {"testing/sampler.py", "model/gpt.py"} <= code["sample"]
+    assert "testing/evaluator.py" not in code["sample"]
+    assert not any(path.startswith(("model/", "training/")) for path in code["prepare"])
+    # Transitive: evaluate imports evaluator, which imports metrics and the data loader.
+    assert {"testing/metrics.py", "data/loader.py"} <= code["evaluate"]
+    assert "training/trainer.py" not in code["evaluate"]
 
 
 def test_later_overrides_win_and_merge_keeps_the_base() -> None:
@@ -148,13 +224,15 @@ def test_bad_set_exits_2_before_writing_anything(
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_check_main_reports_bad_values_without_running_anything(
+def test_config_cli_prints_the_resolved_config_or_the_bad_key(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from utils.config import CPU_PRESET, check_main
+    from utils.config import CPU_PRESET, main
 
-    assert check_main(["--config", str(CPU_PRESET), "--set", "train.lr=3e-4"]) == 0
-    assert check_main(["--config", str(CPU_PRESET), "--set", "model.n_layers=2"]) == 2
+    assert main(["--config", str(CPU_PRESET), "--set", "train.lr=3e-4", "--device", "cpu"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 3e-4 and printed["device"] == "cpu"
+    assert main(["--config", str(CPU_PRESET), "--set", "model.n_layers=2"]) == 2
     assert "model.n_layers" in capsys.readouterr().err
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import output
 
 import run
 from data.dataset import CharTokenizer, PreparedData, UnknownCharacterError
@@ -86,15 +87,15 @@ def test_real_text_vocabulary_and_split_sizes(
     assert split_point(len(text), 0.9) == TRAIN_CHARS
     assert CharTokenizer.from_text(text).vocab_size == 65
 
-    data = PreparedData.load(prepared_run_dir / run.DATA_DIR)
+    data = PreparedData.load(run.data_files({n: output(prepared_run_dir, n) for n in run.DATA}))
     assert (len(data.train), len(data.val)) == (TRAIN_CHARS, VAL_CHARS)
     assert data.train.dtype == torch.int64
-    assert (prepared_run_dir / "data" / "train.bin").stat().st_size == 2 * TRAIN_CHARS  # uint16
+    assert (output(prepared_run_dir, "train_ids")).stat().st_size == 2 * TRAIN_CHARS  # uint16
     assert data.tokenizer.vocab_size == 65
     # Contiguous, unshuffled: the splits decode back to the two halves of the file.
     assert data.tokenizer.decode(data.train.tolist()) == text[:TRAIN_CHARS]
     assert data.tokenizer.decode(data.val.tolist()) == text[TRAIN_CHARS:]
-    manifest = json.loads((prepared_run_dir / "data" / "manifest.json").read_text())
+    manifest = json.loads((output(prepared_run_dir, "manifest")).read_text())
     assert manifest["train_chars"] == TRAIN_CHARS
     assert manifest["val_chars"] == VAL_CHARS
     assert manifest["vocab_size"] == 65
@@ -227,6 +228,6 @@ def test_eval_windows_need_two_ids() -> None:
 
 
 def test_prepared_ids_fit_uint16(prepared_run_dir: Path) -> None:
-    raw = np.fromfile(prepared_run_dir / "data" / "val.bin", dtype=np.uint16)
+    raw = np.fromfile(output(prepared_run_dir, "val_ids"), dtype=np.uint16)
     assert raw.shape == (VAL_CHARS,)
     assert int(raw.max()) < 65

@@ -18,17 +18,20 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import output, work_file
 
 import run
 from data.loader import TrainBatches
+from training.checkpoint import LAST
 from training.optim import learning_rate
+from training.trainer import LOG_FILE
 from utils.config import load
 from utils.io import read_json, read_jsonl
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 Argv = Callable[..., list[str]]
-CHECKPOINTS = ("best.pt", "last.pt")
+CHECKPOINTS = ("best", "last")
 # The reference run and the resumed run save last.pt every 5 steps and flush the log every
 # 2 steps, so that a kill usually lands with logged steps past the newest checkpoint.
 RESUME_SETTINGS = ("--set", "train.checkpoint_every_steps=5", "--set", "train.sync_every_steps=2")
@@ -36,7 +39,7 @@ RESUME_EPOCHS = ("--epochs", "2")
 
 
 def train_records(out_dir: Path) -> list[dict[str, Any]]:
-    return [r for r in read_jsonl(out_dir / "train_log.jsonl") if r["kind"] == "train"]
+    return [r for r in read_jsonl(output(out_dir, "train_log")) if r["kind"] == "train"]
 
 
 def logged_steps_so_far(log_path: Path) -> list[int]:
@@ -58,20 +61,18 @@ def loss_sequence(out_dir: Path) -> list[tuple[str, int, float]]:
     """Every train loss and validation loss of a run's log, in order."""
     return [
         (r["kind"], r["step"], r["loss"] if r["kind"] == "train" else r["val_loss"])
-        for r in read_jsonl(out_dir / "train_log.jsonl")
+        for r in read_jsonl(output(out_dir, "train_log"))
     ]
 
 
-def metric_numbers(out_dir: Path) -> dict[str, Any]:
-    """metrics.json without what is allowed to differ between runs (timings)."""
-    metrics = read_json(out_dir / "metrics.json")
-    metrics.pop("cost")
-    return metrics
+def metric_bytes(out_dir: Path) -> bytes:
+    """metrics.json as written: it holds no timings (those are in the stage's cost file)."""
+    return output(out_dir, "metrics").read_bytes()
 
 
 def steps_per_epoch(prepared: Path, block_size: int = 64, batch_size: int = 64) -> int:
     """D4 steps an epoch of the real training split (defaults: conftest's TINY_YAML)."""
-    manifest = read_json(prepared / "data" / "manifest.json")
+    manifest = read_json(output(prepared, "manifest"))
     ids = torch.zeros(manifest["train_chars"], dtype=torch.long)
     return TrainBatches(ids, block_size, batch_size, seed=0).steps_per_epoch
 
@@ -90,15 +91,15 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory, tiny_cli: Argv) -> Path:
 def test_all_stages_on_the_real_text(quick_run: Path, tiny_config_file: Path) -> None:
     out = quick_run
     # D1-D3: prepared data and its manifest
-    manifest = read_json(out / "data" / "manifest.json")
+    manifest = read_json(output(out, "manifest"))
     assert manifest["source_sha256"] == SHAKESPEARE_SHA256
     assert manifest["vocab_size"] == 65
     assert (manifest["train_chars"], manifest["val_chars"]) == (1_003_854, 111_540)
-    for name in ("train.bin", "val.bin", "vocab.json"):
-        assert (out / "data" / name).is_file()
+    for name in run.DATA:
+        assert output(out, name).is_file()
 
     # T1-T8: the training log
-    records = read_jsonl(out / "train_log.jsonl")
+    records = read_jsonl(output(out, "train_log"))
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     per_epoch = steps_per_epoch(out)
@@ -114,7 +115,7 @@ def test_all_stages_on_the_real_text(quick_run: Path, tiny_config_file: Path) ->
     for r in train:  # T3: the logged rate is the schedule's rate of that step
         assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, total, config.train), rel=1e-9)
 
-    summary = read_json(out / "train_summary.json")
+    summary = read_json(output(out, "summary"))
     assert summary["steps"] == total and summary["epochs_run"] == 2
     assert summary["first_train_loss"] == pytest.approx(first)
     assert summary["final_train_loss"] == pytest.approx(last)
@@ -122,15 +123,15 @@ def test_all_stages_on_the_real_text(quick_run: Path, tiny_config_file: Path) ->
 
     # T7: checkpoints load without unpickling code and hold what a resume needs
     for name in CHECKPOINTS:
-        checkpoint = torch.load(out / "checkpoints" / name, weights_only=True)
+        checkpoint = torch.load(output(out, name), weights_only=True)
         assert {"model", "optimizer", "schedule", "state", "rng"} <= checkpoint.keys()
         assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
-    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    best = torch.load(output(out, "best"), weights_only=True)
     assert best["state"]["best_step"] == summary["best_step"]
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == total
+    assert torch.load(output(out, "last"), weights_only=True)["state"]["step"] == total
 
     # E1-E4
-    metrics = read_json(out / "metrics.json")
+    metrics = read_json(output(out, "metrics"))
     assert metrics["scored_chars"] == 111_540 - 1
     assert metrics["val_loss_nats"] == pytest.approx(summary["best_val_loss"], rel=1e-9)
     assert metrics["bits_per_char"] == pytest.approx(metrics["val_loss_nats"] / math.log(2))
@@ -139,13 +140,13 @@ def test_all_stages_on_the_real_text(quick_run: Path, tiny_config_file: Path) ->
     assert metrics["beats_unigram"] and metrics["beats_uniform"]
 
     # E5
-    sample = (out / "samples.txt").read_text(encoding="utf-8")
+    sample = output(out, "samples").read_text(encoding="utf-8")
     assert sample.startswith("ROMEO:") and sample.endswith("\n")
     assert len(sample[:-1]) == len("ROMEO:") + 500
-    vocab = set(json.loads((out / "data" / "vocab.json").read_text(encoding="utf-8"))["chars"])
+    vocab = set(json.loads((output(out, "vocab")).read_text(encoding="utf-8"))["chars"])
     assert set(sample) <= vocab
 
-    quick = read_json(out / "quick_validation.json")
+    quick = read_json(output(out, "checks"))
     assert quick["passed"] is True
     assert all(quick["checks"].values())
 
@@ -167,14 +168,14 @@ def test_non_finite_loss_stops_the_run_and_keeps_a_finite_checkpoint(
     code = run.main(argv)
     error = capsys.readouterr().err
     assert code != 0
-    records = train_records(out)
+    records = [r for r in read_jsonl(work_file(out, LOG_FILE)) if r["kind"] == "train"]
     bad = [r for r in records if not (math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]))]
     assert bad, "the run was expected to go non-finite"
     bad_step = bad[0]["step"]
     assert records[-1]["step"] == bad_step  # stopped at once
     assert f"step {bad_step}:" in error and "non-finite" in error
-    assert not (out / "train_summary.json").exists()
-    checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert not output(out, "summary").exists()
+    checkpoint = torch.load(work_file(out, LAST), weights_only=True)
     assert checkpoint["state"]["step"] == bad_step - 1
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
 
@@ -188,7 +189,9 @@ def reference_run(
 ) -> Path:
     """An uninterrupted 2-epoch training run, evaluated (run A of the resume test)."""
     out = tmp_path_factory.mktemp("reference")
-    shutil.copytree(prepared_run_dir / "data", out / "data")
+    for name in run.DATA:
+        output(out, name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(output(prepared_run_dir, name), output(out, name))
     assert run.main(tiny_cli("train", out, *RESUME_EPOCHS, *RESUME_SETTINGS)) == 0
     assert run.main(tiny_cli("evaluate", out)) == 0
     return out
@@ -202,9 +205,9 @@ def test_same_seed_gives_identical_losses_and_metrics(quick_run: Path, reference
     sequence = loss_sequence(quick_run)
     assert len(sequence) == 2 * steps_per_epoch(quick_run) + 2  # every step, both validations
     assert sequence == loss_sequence(reference_run)  # exact float equality
-    assert metric_numbers(quick_run) == metric_numbers(reference_run)
+    assert metric_bytes(quick_run) == metric_bytes(reference_run)
     last = [
-        torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+        torch.load(output(out, "last"), weights_only=True)["model"]
         for out in (quick_run, reference_run)
     ]
     assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
@@ -223,7 +226,7 @@ def test_resume_after_sigkill_continues_bit_for_bit(
     out = with_prepared_data(tmp_path / "resumed")
     argv = tiny_cli("train", out, *RESUME_EPOCHS, *RESUME_SETTINGS)
     per_epoch = steps_per_epoch(out)
-    log_path, last_path = out / "train_log.jsonl", out / "checkpoints" / "last.pt"
+    log_path, last_path = work_file(out, LOG_FILE), work_file(out, LAST)
     # Kill in the second epoch, at a logged step that is not a checkpoint step.
     with (tmp_path / "killed.log").open("w") as console:
         process = subprocess.Popen(
@@ -248,15 +251,36 @@ def test_resume_after_sigkill_continues_bit_for_bit(
         finally:
             process.kill()
             process.wait()
-    killed_at = train_records(out)[-1]["step"]
+    killed_at = logged_steps_so_far(log_path)[-1]
     checkpoint_step = torch.load(last_path, weights_only=True)["state"]["step"]
     assert per_epoch < checkpoint_step < killed_at < 2 * per_epoch  # lines past it are redone
 
     assert run.main([*argv, "--resume"]) == 0
     assert run.main(tiny_cli("evaluate", out)) == 0
-    assert read_json(out / "train_summary.json")["resumed_from_step"] == checkpoint_step
+    assert read_json(output(out, "summary"))["resumed_from_step"] == checkpoint_step
     assert loss_sequence(out) == loss_sequence(reference_run)  # bit for bit, no duplicates
-    assert metric_numbers(out) == metric_numbers(reference_run)
-    ours = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["model"]
-    theirs = torch.load(reference_run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert metric_bytes(out) == metric_bytes(reference_run)
+    ours = torch.load(output(out, "best"), weights_only=True)["model"]
+    theirs = torch.load(output(reference_run, "best"), weights_only=True)["model"]
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_resume_under_another_config_starts_fresh_and_says_why(
+    tmp_path: Path,
+    tiny_cli: Argv,
+    with_prepared_data: Callable[[Path], Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A run that stops at a non-finite loss leaves its work folder (and last.pt) behind.
+    out = with_prepared_data(tmp_path / "changed")
+    settings = ["train.lr=1e6", "train.min_lr=0", "train.checkpoint_every_steps=1"]
+    assert run.main(tiny_cli("train", out, *(a for s in settings for a in ("--set", s)))) != 0
+    assert work_file(out, LAST).is_file()
+    # Resuming it under a different learning rate would mix two runs: it starts over.
+    with caplog.at_level("WARNING"):
+        assert run.main(tiny_cli("train", out, "--resume", "--set", "train.lr=2e-3")) == 0
+    assert "changed: train.lr, train.min_lr, train.checkpoint_every_steps" in caplog.text
+    assert read_json(output(out, "summary"))["resumed_from_step"] is None
+    assert not output(out, "work_dir").exists(), (
+        "a finished run publishes and drops its work folder"
+    )

@@ -373,7 +373,7 @@ class Resolved:
     """A run's configuration, decided once: every key, `device` concrete (cpu or cuda)."""
 
     config: Config
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # config as a mapping of checked values
     source: str  # "default" (the plan), "cpu-preset" or the user's file
 
     def view(self, stage: str) -> dict[str, Any]:
@@ -431,14 +431,16 @@ def resolve(
     of the plan's sizes. `device: auto` becomes cpu or cuda here (`cuda`: whether CUDA is
     there; default: ask `cuda_present`), so every stage reads the same decision.
     """
-    config, raw = load(config_file, overrides)
+    config, _ = load(config_file, overrides)
     if config.device == "auto":
         overrides = [*overrides, {"device": "cuda" if _cuda(cuda) else "cpu"}]
-        config, raw = load(config_file, overrides)
+        config, _ = load(config_file, overrides)
+    source = "default" if config_file is None else str(config_file)
     if config_file is None and config.device == "cpu":
-        config, raw = load(CPU_PRESET, overrides)
-        return Resolved(config, raw, "cpu-preset")
-    return Resolved(config, raw, "default" if config_file is None else str(config_file))
+        config, _ = load(CPU_PRESET, overrides)
+        source = "cpu-preset"
+    # The checked values (3e-4, not the string "3e-4"), so that equal settings are equal.
+    return Resolved(config, config.to_dict(), source)
 
 
 def _cuda(known: bool | None) -> bool:

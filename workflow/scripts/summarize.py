@@ -4,6 +4,8 @@ A Snakemake script (rule `summary`, `script:` directive). Its input lists hold t
 `metrics.json`, `train_summary.json` and `monitor/train.json` of every (run, seed), its
 params the run name and seed of each, all in the same order. Each run's row gives the
 mean ± sample standard deviation over its seeds.
+
+No `from __future__` import: Snakemake puts its preamble above the script's first line.
 """
 
 import json
