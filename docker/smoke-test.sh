@@ -194,7 +194,7 @@ done
 log "snakemake report"
 start=$(now)
 # shellcheck disable=SC2086  # SNAKEMAKE_ARGS is a list of words on purpose
-container snakemake --cores "$(nproc)" report $SNAKEMAKE_ARGS
+container snakemake --cores "$(nproc)" --until report $SNAKEMAKE_ARGS
 report_seconds=$(( $(now) - start ))
 
 mapfile -t reports < <(find "$WORK_DIR/results" -name ml_res.md)

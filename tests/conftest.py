@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -72,14 +78,79 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
-TINY_RUN = ("--config", "project_config=tiny.yaml", "epochs=1", "run_name=ci")
+def configure(repo: Path, **settings: Any) -> None:
+    """Change top-level keys of the copy's config/config.yaml (e.g. runs=..., seeds=...)."""
+    path = repo / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config.update(settings)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+# The sweep of the end-to-end tests: 2 runs × 2 seeds of the tiny model, 1 epoch each.
+SWEEP = {
+    "runs": {"base": {}, "hot": {"overrides": {"sample.temperature": 1.2, "train.lr": 0.002}}},
+    "seeds": [1, 2],
+}
+TINY = {"project_config": "tiny.yaml", "epochs": 1}
+# A FAKE list of two GPUs (this machine has none): the GPU jobs take slots 0 and 1.
+FAKE_GPUS = {"CHARGPT_FAKE_GPUS": "0,1"}
+
+
+def tiny_repo(destination: Path, **settings: Any) -> Path:
+    """A repository copy configured for the tiny model (plus `settings`)."""
+    if not (SHARED_DATA / "tinyshakespeare" / "input.txt").is_file():
+        pytest.skip(f"the verified Tiny Shakespeare copy is not at {SHARED_DATA}")
+    repo = copy_repo(destination)
+    configure(repo, **{**TINY, **settings})
+    return repo
 
 
 @pytest.fixture(scope="session")
 def finished_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository copy in which `snakemake --cores 2` has run to the report."""
-    if not (SHARED_DATA / "tinyshakespeare" / "input.txt").is_file():
-        pytest.skip(f"the verified Tiny Shakespeare copy is not at {SHARED_DATA}")
-    repo = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
-    snakemake(repo, "--cores", "2", *TINY_RUN)
+    """A repository copy in which `snakemake --cores 2 --resources gpu=2` has run the sweep
+    to its summary, two GPU jobs at a time on the FAKE GPU list.
+    """
+    repo = tiny_repo(tmp_path_factory.mktemp("workflow") / "repo", **SWEEP)
+    snakemake(repo, "--cores", "2", "--resources", "gpu=2", env=workflow_env(**FAKE_GPUS))
     return repo
+
+
+def trainer_of(workflow: subprocess.Popen[bytes]) -> psutil.Process | None:
+    """The `python project/run.py train` process that Snakemake started (the GPU monitor
+    around it has run.py in its command line too, as an argument, not as its script).
+    """
+    for process in psutil.Process(workflow.pid).children(recursive=True):
+        try:
+            command = process.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if command[1:3] == ["project/run.py", "train"]:
+            return process
+    return None
+
+
+def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:
+    """Start `snakemake --cores 2`; SIGKILL its training process once `ready()` holds (as a
+    crash, an OOM kill or a scheduler's limit would end it). Returns Snakemake's exit code.
+    """
+    with (repo / "snakemake.out").open("w") as out:
+        workflow = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", "2"],
+            cwd=repo,
+            env=workflow_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        try:
+            while True:
+                assert workflow.poll() is None, "the workflow ended before the kill"
+                assert time.monotonic() < deadline, "training did not get far enough in time"
+                trainer = trainer_of(workflow)
+                if trainer is not None and ready():
+                    trainer.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+            return workflow.wait(timeout=300)
+        finally:
+            workflow.kill()

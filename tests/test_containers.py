@@ -31,10 +31,16 @@ CODE_DIR = "/opt/chargpt"
 VENV_DIR = "/opt/venv"
 # Folders that runs create in the checkout (git-ignored).
 RUNTIME_DIRS = ("results", "data_cache", ".snakemake")
-GPU_STAGES = ("train", "evaluate", "report", "workflow")
-ALL_STAGES = ("data", *GPU_STAGES)
+GPU_STAGES = ("train", "evaluate", "sample", "report", "workflow")
+ALL_STAGES = ("prepare", *GPU_STAGES)
 # Values the resolved compose file is checked with; UID/GID have no default on purpose.
 TEST_ENV = {"UID": "1234", "GID": "5678"}
+
+
+def rule_files_text() -> str:
+    return "".join(
+        p.read_text(encoding="utf-8") for p in (REPO / "workflow" / "rules").glob("*.smk")
+    )
 
 
 # ---------------------------------------------------------------- Dockerfile parsing
@@ -349,15 +355,20 @@ def test_services_and_profiles(compose: dict) -> None:
     services = compose["services"]
     assert set(ALL_STAGES) <= set(services)
     assert "profiles" not in services["train"], "`docker compose run train` needs no profile"
-    for name in ("data", "evaluate", "report", "workflow"):
+    for name in ("prepare", "evaluate", "sample", "report", "workflow"):
         assert services[name].get("profiles"), f"{name} is opt-in through a profile"
     assert services["workflow"]["command"] == ["snakemake", "--cores", "all"]
 
 
 def test_each_stage_is_a_snakemake_target(compose: dict) -> None:
-    """So `train` on a fresh checkout makes the data first, the way the workflow does."""
-    for name in ("data", "train", "evaluate", "report"):
-        assert compose["services"][name]["command"] == ["snakemake", "--cores", "all", name]
+    """One name per stage: the service runs the rule of that name (and whatever it needs
+    first, as `train` on a fresh checkout makes the data), for every run and seed.
+    """
+    rules = set(re.findall(r"^rule (\w+):", rule_files_text(), re.MULTILINE))
+    for name in ("prepare", "train", "evaluate", "sample", "report"):
+        assert name in rules
+        command = compose["services"][name]["command"]
+        assert command == ["snakemake", "--cores", "all", "--until", name]
 
 
 def test_gpu_reservation(resolved: dict) -> None:
@@ -366,7 +377,7 @@ def test_gpu_reservation(resolved: dict) -> None:
         assert any(
             d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices
         ), name
-    assert "deploy" not in resolved["services"]["data"], "data preparation needs no GPU"
+    assert "deploy" not in resolved["services"]["prepare"], "data preparation needs no GPU"
 
 
 def test_shared_memory_is_large(resolved: dict) -> None:

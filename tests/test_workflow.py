@@ -1,5 +1,6 @@
-"""The Snakemake workflow end to end on the real text, its rerun rules, its config schema,
-its failure on unreachable data, and the Apptainer command it builds.
+"""The Snakemake workflow end to end on the real text: a sweep of runs × seeds, its summary
+and reports, reruns derived from what each stage reads, its config checks, its failure on
+unreachable data, and the Apptainer command it builds.
 """
 
 from __future__ import annotations
@@ -8,12 +9,21 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_RUN, copy_repo, snakemake, workflow_env
+from conftest import (
+    REPO,
+    SWEEP,
+    configure,
+    copy_repo,
+    run_and_kill_trainer,
+    snakemake,
+    workflow_env,
+)
 
 SECTIONS = [
     "# Implementation Report",
@@ -23,6 +33,11 @@ SECTIONS = [
     "## Known Issues",
 ]
 QUICK_FIELDS = ["Epochs", "Final training loss", "Validation metrics", "Runtime", "GPU memory peak"]
+PAIRS = [(run, seed) for run in SWEEP["runs"] for seed in SWEEP["seeds"]]
+
+
+def run_dir(repo: Path, run: str, seed: int) -> Path:
+    return repo / "results" / run / f"seed{seed}"
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -35,59 +50,121 @@ def table_rows(markdown: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_report_has_every_section_and_filled_tables(finished_workflow: Path) -> None:
-    run = finished_workflow / "results" / "ci"
-    report = (run / "ml_res.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize(("run", "seed"), PAIRS)
+def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str, seed: int) -> None:
+    folder = run_dir(finished_workflow, run, seed)
+    report = (folder / "ml_res.md").read_text(encoding="utf-8")
     positions = [report.index(section + "\n") for section in SECTIONS]
     assert positions == sorted(positions), "the seed's sections must appear in order"
     rows = table_rows(report)
     assert len(rows) > 30
     empty = [row for row in rows if any(cell == "" for cell in row)]
     assert not empty, f"table rows with empty cells: {empty}"
-    fields = {row[0] for row in rows}
-    assert set(QUICK_FIELDS) <= fields
-    for plan_id in ("D1", "D5", "M4", "M8", "T3", "T7", "E1", "E4"):
+    assert set(QUICK_FIELDS) <= {row[0] for row in rows}
+    for plan_id in ("D1", "D5", "M4", "M8", "T3", "T7", "E1", "E4", "E5"):
         assert re.search(rf"\| [^|]*\b{plan_id}\b", report), f"{plan_id} not in components"
-    assert "CPU preset" not in report or "## Deviations from Plan" in report
-    for plot in ("loss.png", "gpu.png"):
-        data = (run / "plots" / plot).read_bytes()
-        assert data.startswith(b"\x89PNG") and len(data) > 5000
-
-
-@pytest.mark.slow
-def test_report_numbers_come_from_the_run(finished_workflow: Path) -> None:
-    run = finished_workflow / "results" / "ci"
-    metrics = json.loads((run / "metrics.json").read_text())
-    summary = json.loads((run / "train_summary.json").read_text())
-    report = (run / "ml_res.md").read_text(encoding="utf-8")
+    # The numbers come from this (run, seed), and the corpus is named with its digest.
+    metrics = json.loads((folder / "metrics.json").read_text())
+    summary = json.loads((folder / "train_summary.json").read_text())
+    manifest = json.loads((folder / "data" / "manifest.json").read_text())
+    assert f"Run `{run}/seed{seed}`" in report
     assert f"{metrics['bits_per_char']:.4f} bits/char" in report
     assert f"{summary['final_train_loss']:.4f} nats" in report
+    assert (
+        f"`tinyshakespeare` (1,115,394 characters, SHA-256 `{manifest['source_sha256']}`" in report
+    )
     assert metrics["beats_unigram"] and summary["final_train_loss"] < summary["first_train_loss"]
-    # Without a GPU the monitor says why, and the report carries the reason.
-    monitor = json.loads((run / "monitor" / "train.json").read_text())
+    monitor = json.loads((folder / "monitor" / "train.json").read_text())
     if not monitor["gpu_available"]:
         assert monitor["reason"] and monitor["reason"] in report
-    for stage in ("data", "train", "evaluate", "sample"):
-        assert (run / "benchmarks" / f"{stage}.tsv").is_file()
-        assert (run / "logs" / f"{stage}.log").is_file()
+    for plot in ("loss.png", "gpu.png"):
+        data = (folder / "plots" / plot).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    for stage in ("prepare", "train", "evaluate", "sample"):
+        assert (folder / "benchmarks" / f"{stage}.tsv").is_file()
+        assert (folder / "logs" / f"{stage}.log").is_file()
 
 
 @pytest.mark.slow
-def test_snakemake_html_report_bundles_report_plots_and_sample(finished_workflow: Path) -> None:
+def test_runs_differ_only_in_their_settings(finished_workflow: Path) -> None:
+    """Each (run, seed) trained with its own seed and overrides, and says so."""
+    configs = {
+        pair: json.loads((run_dir(finished_workflow, *pair) / "config" / "train.json").read_text())
+        for pair in PAIRS
+    }
+    assert {pair: c["seed"] for pair, c in configs.items()} == {p: p[1] for p in PAIRS}
+    assert {c["train"]["lr"] for pair, c in configs.items() if pair[0] == "hot"} == {0.002}
+    assert {c["train"]["lr"] for pair, c in configs.items() if pair[0] == "base"} == {0.001}
+    losses = {
+        json.loads((run_dir(finished_workflow, *p) / "metrics.json").read_text())["val_loss_nats"]
+        for p in PAIRS
+    }
+    assert len(losses) == len(PAIRS), "different seeds and settings give different models"
+    hot = (run_dir(finished_workflow, "hot", 1) / "ml_res.md").read_text(encoding="utf-8")
+    assert "config sample.temperature = 1.2 (plan: 0.8)" in hot
+
+
+@pytest.mark.slow
+def test_summary_compares_runs_with_mean_and_sd(finished_workflow: Path) -> None:
+    text = (finished_workflow / "results" / "summary.md").read_text(encoding="utf-8")
+    rows = {row[0]: row for row in table_rows(text)[1:]}
+    assert set(rows) == set(SWEEP["runs"])
+    for run in SWEEP["runs"]:
+        bpc = [
+            json.loads((run_dir(finished_workflow, run, s) / "metrics.json").read_text())[
+                "bits_per_char"
+            ]
+            for s in SWEEP["seeds"]
+        ]
+        expected = f"{statistics.mean(bpc):.4f} ± {statistics.stdev(bpc):.4f}"
+        assert rows[run][1] == "2" and expected in rows[run]
+        assert rows[run][-1] == "n/a (no GPU)"
+    assert (finished_workflow / "results" / "summary.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_gpu_jobs_took_their_own_fake_gpu_slot(finished_workflow: Path) -> None:
+    """With `--resources gpu=2` and a FAKE list of two GPUs, every GPU job ran with one of
+    them as its CUDA_VISIBLE_DEVICES (the slot test of tests/test_gpu_monitor.py shows
+    that two jobs at once never share one).
+    """
+    slots = [
+        json.loads(path.read_text())["gpu_slot"]
+        for path in (finished_workflow / "results").glob("*/seed*/monitor/*.json")
+    ]
+    assert len(slots) == 3 * len(PAIRS)
+    assert {slot["device"] for slot in slots} <= {"0", "1"}
+    assert {slot["source"] for slot in slots} == {"fake (CHARGPT_FAKE_GPUS)"}
+
+
+@pytest.mark.slow
+def test_snakemake_html_report_bundles_reports_plots_samples_and_summary(
+    finished_workflow: Path,
+) -> None:
     html = finished_workflow / "results" / "report.html"
-    snakemake(finished_workflow, *TINY_RUN, "--report", str(html))
+    snakemake(finished_workflow, "--report", str(html))
     text = html.read_text(encoding="utf-8", errors="replace")
-    for name in ("ml_res.md", "loss.png", "gpu.png", "samples.txt"):
+    for name in ("ml_res.md", "loss.png", "gpu.png", "samples.txt", "summary.md", "summary.png"):
         assert name in text
 
 
-def planned_jobs(repo: Path, *args: str) -> set[str]:
-    """The rules `snakemake -n` would run (its job-stats table)."""
-    output = snakemake(repo, "-n", *TINY_RUN, *args).stdout
-    if "Nothing to be done" in output:
-        return set()
-    block = output.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0] for line in block.splitlines()[3:] if line.strip()}
+# -- what reruns ------------------------------------------------------------------------
+
+
+def planned(repo: Path, *args: str) -> set[tuple[str, str]]:
+    """(rule, "run/seed") of every job `snakemake -n` would run ("" for rules without)."""
+    output = snakemake(repo, "-n", *args).stdout
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"wildcards: run=([\w-]+), seed=(\d+)", block)
+            jobs.add((match[1], f"{wildcards[1]}/{wildcards[2]}" if wildcards else ""))
+    return jobs
+
+
+def planned_rules(repo: Path, *args: str) -> set[str]:
+    return {rule for rule, _ in planned(repo, *args)}
 
 
 @pytest.fixture
@@ -95,7 +172,7 @@ def edited_copy(finished_workflow: Path, tmp_path: Path) -> Path:
     """A copy of the finished repository (results and .snakemake included, mtimes kept)."""
     copy = tmp_path / "repo"
     shutil.copytree(finished_workflow, copy, symlinks=True)
-    assert planned_jobs(copy) == set(), "a finished workflow should have nothing to do"
+    assert planned(copy) == set(), "a finished workflow should have nothing to do"
     return copy
 
 
@@ -103,8 +180,8 @@ def touch_source(path: Path) -> None:
     path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
 
 
-EVERYTHING = {"data", "train", "evaluate", "sample", "report", "all"}
-DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "sample", "report", "all"}
+EVERYTHING = {"prepare", "train", "evaluate", "sample", "report", "summary", "all"}
+DOWNSTREAM_OF_TRAIN = EVERYTHING - {"prepare"}
 
 
 @pytest.mark.slow
@@ -112,54 +189,73 @@ DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "sample", "report", "all"}
     ("edited", "expected"),
     [
         ("project/model/attention.py", DOWNSTREAM_OF_TRAIN),
-        ("project/training/optim.py", DOWNSTREAM_OF_TRAIN),
-        ("project/testing/metrics.py", {"evaluate", "report", "all"}),
-        ("project/data/loader.py", EVERYTHING),
+        # The validation loss picks best.pt: training runs it, so an edit retrains.
+        ("project/testing/evaluator.py", DOWNSTREAM_OF_TRAIN),
+        ("project/testing/sampler.py", {"sample", "report", "all"}),
+        ("project/data/download.py", EVERYTHING),
         ("workflow/scripts/make_report.py", {"report", "all"}),
+        ("workflow/scripts/summarize.py", {"summary", "all"}),
     ],
 )
 def test_source_edit_reruns_exactly_its_rules(
     edited_copy: Path, edited: str, expected: set[str]
 ) -> None:
     touch_source(edited_copy / edited)
-    assert planned_jobs(edited_copy) == expected
+    assert planned_rules(edited_copy) == expected
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("sample.temperature", "1.0", {"sample", "report", "all"}),
-        ("eval.stride", "8", {"train", "evaluate", "sample", "report", "all"}),
-        ("train.lr", "0.002", DOWNSTREAM_OF_TRAIN),
+        ("sample.temperature", 1.0, {"sample", "report", "all"}),
+        ("eval.stride", 8, DOWNSTREAM_OF_TRAIN),
+        ("train.lr", 0.0005, DOWNSTREAM_OF_TRAIN),
+        ("data.train_fraction", 0.8, EVERYTHING),
     ],
 )
-def test_config_value_reruns_what_it_feeds(
-    edited_copy: Path, key: str, value: str, expected: set[str]
+def test_one_runs_override_reruns_only_that_runs_jobs(
+    edited_copy: Path, key: str, value: float, expected: set[str]
 ) -> None:
-    section, name = key.split(".")
-    tiny = edited_copy / "tiny.yaml"
-    text = tiny.read_text(encoding="utf-8")
-    block = f"{section}:\n"
-    text = (
-        text.replace(block, f"{block}  {name}: {value}\n")
-        if block in text
-        else text + f"{block}  {name}: {value}\n"
-    )
-    tiny.write_text(text, encoding="utf-8")
-    assert planned_jobs(edited_copy) == expected
+    configure(edited_copy, runs={**SWEEP["runs"], "base": {"overrides": {key: value}}})
+    jobs = planned(edited_copy)
+    assert {rule for rule, _ in jobs} == expected
+    assert {pair for _, pair in jobs} - {""} == {f"base/{seed}" for seed in SWEEP["seeds"]}
 
 
 @pytest.mark.slow
-def test_epochs_in_workflow_config_reruns_training(edited_copy: Path) -> None:
-    assert planned_jobs(edited_copy, "epochs=2") == DOWNSTREAM_OF_TRAIN
+def test_workflow_default_epochs_reruns_training_everywhere(edited_copy: Path) -> None:
+    jobs = planned(edited_copy, "--config", "epochs=2")
+    assert {rule for rule, _ in jobs} == DOWNSTREAM_OF_TRAIN
+    assert {pair for _, pair in jobs} - {""} == {f"{r}/{s}" for r, s in PAIRS}
 
 
 @pytest.mark.slow
-def test_one_rule_reruns_on_request(edited_copy: Path) -> None:
-    result = snakemake(edited_copy, "--cores", "2", *TINY_RUN, "--forcerun", "sample", "sample")
+def test_one_stage_reruns_on_request(edited_copy: Path) -> None:
+    samples = "results/base/seed1/samples.txt"
+    result = snakemake(edited_copy, "--cores", "2", "--forcerun", "sample", "--until", samples)
     assert "rule sample:" in result.stdout + result.stderr
     assert "rule train:" not in result.stdout + result.stderr
+    assert planned(edited_copy) == {("report", "base/1"), ("all", "")}
+
+
+@pytest.mark.slow
+def test_a_killed_rerun_after_a_setting_change_is_never_up_to_date(edited_copy: Path) -> None:
+    """Change a run's learning rate, start the workflow, SIGKILL its training: the next
+    `snakemake` still reruns that run's training and everything after it.
+    """
+    configure(
+        edited_copy,
+        runs={**SWEEP["runs"], "base": {"overrides": {"train.lr": 0.0005}}},
+        train_retries=0,
+    )
+    assert run_and_kill_trainer(edited_copy, lambda: True) != 0
+    jobs = planned(edited_copy)
+    assert {rule for rule, _ in jobs} == DOWNSTREAM_OF_TRAIN
+    assert {pair for _, pair in jobs} - {""} == {f"base/{seed}" for seed in SWEEP["seeds"]}
+
+
+# -- config checked before any job --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -167,18 +263,21 @@ def test_one_rule_reruns_on_request(edited_copy: Path) -> None:
     [
         ("epochs=0", "epochs"),
         ("device=gpu", "device"),
-        ("run_name=a/b", "run_name"),
+        ("runs={'a/b': {}}", "a/b"),
+        ("runs={'..': {}}", ".."),
         ("monitor={'memory_interval_s': -1, 'slow_interval_s': 0.5}", "memory_interval_s"),
         ("overrides={'modle.n_layer': 2}", "modle.n_layer"),
         ("unknown_key=1", "unknown_key"),
+        # A setting that the workflow would otherwise overrule: the seed comes from `seeds`.
+        ("overrides={'seed': 7}", "list seeds under `seeds:`"),
         # Project config values are checked by the project's own checker, also before any job.
         ("overrides={'train.lr': 'fast'}", "train.lr"),
         ("overrides={'eval.stride': 100000}", "eval.stride"),
+        # Checks across sections: the stride of evaluation fits the model's context.
+        ("overrides={'model.block_size': 64, 'eval.stride': 100}", "must be <= model.block_size"),
     ],
 )
-def test_schema_rejects_bad_config_before_any_job(
-    tmp_path: Path, setting: str, message: str
-) -> None:
+def test_bad_config_stops_before_any_job(tmp_path: Path, setting: str, message: str) -> None:
     repo = copy_repo(tmp_path / "repo")
     result = snakemake(repo, "-n", "--config", setting, check=False)
     assert result.returncode != 0
@@ -188,7 +287,27 @@ def test_schema_rejects_bad_config_before_any_job(
     assert not (repo / "results").exists()
 
 
-def test_unreachable_data_fails_the_data_rule_cleanly(tmp_path: Path) -> None:
+def test_workflow_settings_are_honoured_not_overruled(tmp_path: Path) -> None:
+    """A run's own train.epochs and device win over the workflow's defaults."""
+    repo = copy_repo(tmp_path / "repo")
+    configure(repo, runs={"long": {"overrides": {"train.epochs": 5, "device": "cpu"}}})
+    snakemake(repo, "-n", "--config", "epochs=2")
+    config = json.loads((repo / "results/long/seed1337/config/train.json").read_text())
+    assert (config["train"]["epochs"], config["device"]) == (5, "cpu")
+
+
+def test_dry_run_of_many_runs_plans_every_job(tmp_path: Path) -> None:
+    """20 runs × 3 seeds: 5 jobs each (prepare to report) plus the summary and `all`."""
+    repo = copy_repo(tmp_path / "repo")
+    runs = {f"lr{i}": {"overrides": {"train.lr": 1e-4 * (i + 1)}} for i in range(20)}
+    configure(repo, runs=runs, seeds=[1, 2, 3])
+    output = snakemake(repo, "-n").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[1], re.MULTILINE))
+    assert counts["total"] == str(60 * 5 + 2)
+    assert counts["train"] == counts["report"] == "60"
+
+
+def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -198,7 +317,8 @@ def test_unreachable_data_fails_the_data_rule_cleanly(tmp_path: Path) -> None:
         repo,
         "--cores",
         "1",
-        "data",
+        "--until",
+        "prepare",
         "--config",
         f"data_source={closed_port_url}",
         "overrides={'data.download_retries': 0, 'data.download_timeout_s': 2.0}",
@@ -206,9 +326,10 @@ def test_unreachable_data_fails_the_data_rule_cleanly(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
-    log = (repo / "results" / "quick" / "logs" / "data.log").read_text(encoding="utf-8")
+    folder = repo / "results" / "quick" / "seed1337"
+    log = (folder / "logs" / "prepare.log").read_text(encoding="utf-8")
     assert "data.mirror_dir" in log and "CHARGPT_DATA_MIRROR" in log
-    assert not list((repo / "results" / "quick").glob("data/*")), "no output may be left"
+    assert not list(folder.glob("data/*")), "no output may be left"
 
 
 def test_lint_and_format() -> None:
@@ -246,17 +367,25 @@ def test_use_singularity_dry_run_uses_the_configured_image(
 def test_use_singularity_passes_gpus_with_nv(
     tmp_path: Path, stub_apptainer: tuple[dict[str, str], Path]
 ) -> None:
-    """A real `data` job through the STUB apptainer: the command Snakemake builds has --nv
-    (from profiles/default) and the local .sif image, with no extra flag from the user.
+    """A real `prepare` job through the STUB apptainer: the command Snakemake builds has
+    --nv (from profiles/default) and the local .sif image, with no extra flag from the user.
     """
     env, log = stub_apptainer
     repo = copy_repo(tmp_path / "repo")
     image = tmp_path / "chargpt.sif"
     image.write_bytes(b"stub image, never run")
     snakemake(
-        repo, "--cores", "1", "--use-singularity", "data", "--config", f"container={image}", env=env
+        repo,
+        "--cores",
+        "1",
+        "--use-singularity",
+        "--until",
+        "prepare",
+        "--config",
+        f"container={image}",
+        env=env,
     )
     calls = [line for line in log.read_text().splitlines() if " exec " in f" {line}"]
     assert calls, "Snakemake never called apptainer exec"
     assert "--nv" in calls[0].split() and str(image) in calls[0]
-    assert (repo / "results" / "quick" / "data" / "manifest.json").is_file()
+    assert (repo / "results" / "quick" / "seed1337" / "data" / "manifest.json").is_file()

@@ -36,6 +36,11 @@ def run_pairs():
             yield name, seed, run
 
 
+def every_run(path):
+    """`path` (a pattern of RUN) for every configured (run, seed)."""
+    return [path.format(run=run, seed=seed) for run, seed, _ in run_pairs()]
+
+
 def config_dir(run, seed):
     return f"{RUN.format(run=run, seed=seed)}/config"
 
@@ -85,7 +90,9 @@ READS = resolve_runs()
 
 def stage_config(stage):
     """The config file of `stage` for the job's (run, seed)."""
-    return lambda wildcards: READS["configs"][config_dir(wildcards.run, wildcards.seed)][stage]
+    return lambda wildcards: READS["configs"][
+        config_dir(wildcards.run, wildcards.seed)
+    ][stage]
 
 
 def stage_code(stage):

@@ -4,7 +4,6 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 IN_CONTAINER = (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
-GPU_STAGES = ("train", "evaluate", "sample")
 
 
 rule report:
@@ -23,7 +22,11 @@ rule report:
             rules.evaluate.output.evaluate_cost,
             rules.sample.output.sample_cost,
         ],
-        monitors=[rules.train.output.gpu, rules.evaluate.output.gpu, rules.sample.output.gpu],
+        monitors=[
+            rules.train.output.gpu,
+            rules.evaluate.output.gpu,
+            rules.sample.output.gpu,
+        ],
         benchmarks=[
             rules.prepare.benchmark,
             rules.train.benchmark,
@@ -48,11 +51,6 @@ rule report:
         "../scripts/make_report.py"
 
 
-def every_run(path):
-    """`path` (a pattern of RUN) for every configured (run, seed)."""
-    return [path.format(run=run, seed=seed) for run, seed, _ in run_pairs()]
-
-
 rule summary:
     input:
         metrics=every_run(rules.evaluate.output.metrics),
@@ -61,6 +59,8 @@ rule summary:
     output:
         table=report("results/summary.md", category="Summary"),
         plot=report("results/summary.png", category="Summary"),
+    log:
+        "results/logs/summary.log",
     params:
         runs=[run for run, _, _ in run_pairs()],
         seeds=[seed for _, seed, _ in run_pairs()],

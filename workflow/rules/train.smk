@@ -17,12 +17,12 @@ rule train:
         f"{RUN}/logs/train.log",
     benchmark:
         f"{RUN}/benchmarks/train.tsv"
-    threads: gpu_job_threads
-    resources:
-        gpu=1,
     # A failed try (a crash, an OOM, a kill) runs again and resumes from the newest
     # checkpoint of the work folder, which Snakemake does not delete: it is no output.
     retries: config["train_retries"]
+    threads: gpu_job_threads
+    resources:
+        gpu=1,
     params:
         files=file_options,
         work_dir=f"{RUN}/train.resume",

@@ -201,3 +201,4 @@ def main(inputs: Any, outputs: Any, params: Any) -> None:
 
 if "snakemake" in globals():
     main(snakemake.input, snakemake.output, snakemake.params)  # noqa: F821
+    write_text(Path(snakemake.log[0]), f"wrote {snakemake.output.table}\n")  # noqa: F821

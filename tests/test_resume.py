@@ -1,0 +1,86 @@
+"""A training job killed with SIGKILL resumes from its newest checkpoint when the rule runs
+again, by a later `snakemake` or by the rule's own retry, and the run ends bit-identical to
+an uninterrupted one (real processes, real signals, the real text, the tiny model).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import run_and_kill_trainer, snakemake, tiny_repo
+
+# Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
+RESUMABLE = {
+    "runs": {"r": {"overrides": {"train.checkpoint_every_steps": 100}}},
+    "seeds": [1],
+    "epochs": 2,
+}
+RUN = Path("results/r/seed1")
+WORK_LOG = RUN / "train.resume" / "train_log.jsonl"
+
+
+def logged_steps(path: Path) -> int:
+    """Training steps in a log that the trainer is appending to (a torn line is skipped)."""
+    steps = 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                steps += json.loads(line)["kind"] == "train"
+            except json.JSONDecodeError:
+                continue
+    return steps
+
+
+def killed_at(repo: Path, steps: int) -> int:
+    """Run the workflow, SIGKILL training once the work log holds `steps` steps; return
+    Snakemake's exit code.
+    """
+    return run_and_kill_trainer(repo, lambda: logged_steps(repo / WORK_LOG) >= steps)
+
+
+def train_log(repo: Path) -> str:
+    """The console log of the newest training try."""
+    return (repo / RUN / "logs" / "train.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_and_ends_bit_identical(tmp_path: Path) -> None:
+    reference = tiny_repo(tmp_path / "reference", **RESUMABLE)
+    snakemake(reference, "--cores", "2")
+
+    repo = tiny_repo(tmp_path / "killed", **RESUMABLE, train_retries=0)
+    # 1. Killed at once, before any checkpoint: Snakemake fails and deletes the outputs.
+    assert killed_at(repo, 0) != 0
+    assert not (repo / RUN / "checkpoints").exists()
+    # 2. The next run starts from step 0 (nothing to resume); killed after a checkpoint.
+    assert killed_at(repo, 150) != 0
+    assert "starting from step 0" in train_log(repo)
+    # 3. The next run resumes from that checkpoint; killed in the second epoch.
+    assert killed_at(repo, 1250) != 0
+    assert "at step 100\n" in train_log(repo)
+    # 4. The next run resumes from the newest checkpoint, a later step, and finishes.
+    snakemake(repo, "--cores", "2")
+    resumed = int(re.search(r"resumed from \S+ at step (\d+)", train_log(repo))[1])
+    assert 1200 <= resumed < 1900, train_log(repo)
+    assert json.loads((repo / RUN / "train_summary.json").read_text())["resumed_from_step"] == (
+        resumed
+    )
+    assert not (repo / RUN / "train.resume").exists(), "a finished run drops its work folder"
+    for name in ("metrics.json", "quick_validation.json", "samples.txt"):
+        assert (repo / RUN / name).read_bytes() == (reference / RUN / name).read_bytes(), name
+    dry_run = snakemake(repo, "-n")
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
+
+
+@pytest.mark.slow
+def test_rule_retry_resumes_by_itself(tmp_path: Path) -> None:
+    """With `train_retries: 1` a killed try is retried in the same invocation, from its
+    newest checkpoint, and the workflow still completes.
+    """
+    repo = tiny_repo(tmp_path / "retried", **RESUMABLE, train_retries=1)
+    assert killed_at(repo, 450) == 0
+    assert re.search(r"resumed from \S+ at step 400\n", train_log(repo))
+    assert (repo / RUN / "ml_res.md").is_file()
