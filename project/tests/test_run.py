@@ -4,6 +4,7 @@ T8 same-seed determinism and T7/T8 resume equivalence on the CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -284,3 +285,32 @@ def test_resume_under_another_config_starts_fresh_and_says_why(
     assert not output(out, "work_dir").exists(), (
         "a finished run publishes and drops its work folder"
     )
+
+
+def test_own_text_without_a_digest_is_named_and_recorded(
+    tmp_path: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any UTF-8 text trains with `data.sha256: null`; the manifest names it by its file
+    and records its digest (a small made-up text: this checks the bookkeeping, no result).
+    """
+    text = tmp_path / "sonnets.txt"
+    text.write_text("Shall I compare thee to a summer's day?\n" * 50, encoding="utf-8")
+    out = tmp_path / "own"
+    argv = tiny_cli("prepare", out, "--data-source", str(text), "--set", "data.sha256=null")
+    assert run.main(argv) == 0
+    manifest = read_json(output(out, "manifest"))
+    assert manifest["dataset"] == "sonnets.txt" and manifest["verified"] is False
+    assert manifest["source_sha256"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    # Without the null digest the same file is refused, and the message says how to allow it.
+    assert run.main(tiny_cli("prepare", tmp_path / "refused", "--data-source", str(text))) != 0
+    assert "data.sha256: null" in capsys.readouterr().err
+
+
+def test_sample_prompt_outside_the_vocabulary_names_the_characters(
+    quick_run: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = output(quick_run, "samples").read_bytes()
+    assert run.main(tiny_cli("sample", quick_run, "--set", "sample.prompt=JULIETé€")) == 2
+    error = capsys.readouterr().err
+    assert "sample.prompt" in error and "U+00E9" in error and "U+20AC" in error
+    assert output(quick_run, "samples").read_bytes() == before

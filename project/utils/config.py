@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -216,6 +217,12 @@ def _require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; an empty file is an empty mapping."""
+    return copy.deepcopy(_parse_yaml(path))
+
+
+@functools.cache
+def _parse_yaml(path: Path) -> dict[str, Any]:
+    """Each file is parsed once a process: the workflow resolves many runs of the same files."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with path.open(encoding="utf-8") as handle:
