@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_files import output
 
 import run
 from model.gpt import CharGPT
@@ -85,16 +86,6 @@ def tiny_cli(tiny_config_file: Path, shakespeare_file: Path) -> Callable[..., li
         ]
 
     return argv
-
-
-def output(out_dir: Path, name: str) -> Path:
-    """Where run.py puts file `name` (run.FILES) under --out-dir when no option names it."""
-    return out_dir / run.FILES[name]
-
-
-def work_file(out_dir: Path, name: str) -> Path:
-    """A file of training's work folder (the log, a checkpoint) while training runs."""
-    return output(out_dir, "work_dir") / name
 
 
 @pytest.fixture(scope="session")

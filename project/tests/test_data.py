@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import output
+from run_files import output
 
 import run
 from data.dataset import CharTokenizer, PreparedData, UnknownCharacterError

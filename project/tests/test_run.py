@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import output, work_file
+from run_files import output, work_file
 
 import run
 from data.loader import TrainBatches

@@ -440,7 +440,8 @@ def resolve(
     """
     config, _ = load(config_file, overrides)
     if config.device == "auto":
-        overrides = [*overrides, {"device": "cuda" if _cuda(cuda) else "cpu"}]
+        cuda = cuda_present() if cuda is None else cuda
+        overrides = [*overrides, {"device": "cuda" if cuda else "cpu"}]
         config, _ = load(config_file, overrides)
     source = "default" if config_file is None else str(config_file)
     if config_file is None and config.device == "cpu":
@@ -448,10 +449,6 @@ def resolve(
         source = "cpu-preset"
     # The checked values (3e-4, not the string "3e-4"), so that equal settings are equal.
     return Resolved(config, config.to_dict(), source)
-
-
-def _cuda(known: bool | None) -> bool:
-    return cuda_present() if known is None else known
 
 
 def nested(key: str, value: Any) -> dict[str, Any]:

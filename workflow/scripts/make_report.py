@@ -23,8 +23,6 @@ from tabulate import tabulate
 
 from report_plots import plot_gpu, plot_losses
 
-REPO = Path(__file__).resolve().parents[2]
-PROJECT = REPO / "project"
 PLAN_ID = re.compile(r"\b([DMTE][1-9])\b")
 MIB = 1024**2
 
@@ -316,11 +314,10 @@ def container_image(params: Any) -> str:
 def git_state() -> tuple[str, str]:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
             capture_output=True,
             text=True,
             check=True,
