@@ -159,7 +159,7 @@ def resolve(args: argparse.Namespace) -> Resolved:
     resolved = resolve_arguments(args)
     if resolved.source == "cpu-preset":
         logger.warning(
-            "no CUDA device: using the CPU preset %s instead of the plan's full "
+            "on the CPU: using the CPU preset %s instead of the plan's full "
             "configuration (pass --config %s to insist on the plan's sizes)",
             CPU_PRESET,
             DEFAULT_CONFIG,

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake
+from workflow_runs import REPO, snakemake
 
 from utils.config import STAGE_SECTIONS
 from utils.reads import project_modules, stage_sources

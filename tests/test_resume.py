@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_and_kill_trainer, snakemake, tiny_repo
+from workflow_runs import run_and_kill_trainer, snakemake, tiny_repo
 
 # Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
 RESUMABLE = {

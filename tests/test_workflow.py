@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
+from workflow_runs import (
+    CONSOLE,
     REPO,
     SWEEP,
     configure,
@@ -77,9 +78,11 @@ def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str,
     monitor = json.loads((folder / "monitor" / "train.json").read_text())
     if not monitor["gpu_available"]:
         assert monitor["reason"] and monitor["reason"] in report
-    for plot in ("loss.png", "gpu.png"):
-        data = (folder / "plots" / plot).read_bytes()
-        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    data = (folder / "plots" / "loss.png").read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5000
+    # No GPU, nothing to draw: no blank GPU plot, and the report says why in one line.
+    assert (folder / "plots" / "gpu.png").is_file() == monitor["gpu_available"]
+    assert ("No GPU plot:" in report) != monitor["gpu_available"]
     for stage in ("prepare", "train", "evaluate", "sample"):
         assert (folder / "benchmarks" / f"{stage}.tsv").is_file()
         assert (folder / "logs" / f"{stage}.log").is_file()
@@ -102,6 +105,20 @@ def test_runs_differ_only_in_their_settings(finished_workflow: Path) -> None:
     assert len(losses) == len(PAIRS), "different seeds and settings give different models"
     hot = (run_dir(finished_workflow, "hot", 1) / "ml_res.md").read_text(encoding="utf-8")
     assert "config sample.temperature = 1.2 (plan: 0.8)" in hot
+
+
+@pytest.mark.slow
+def test_training_progress_shows_on_the_console(finished_workflow: Path) -> None:
+    """While a training job runs, its progress reaches the terminal (labelled with its
+    run and seed) as well as its log file.
+    """
+    console = (finished_workflow / CONSOLE).read_text(encoding="utf-8")
+    for run, seed in PAIRS:
+        label = f"[{run}/seed{seed} train] "
+        lines = [line for line in console.splitlines() if line.startswith(label)]
+        assert any("validation loss" in line for line in lines), label
+        log = (run_dir(finished_workflow, run, seed) / "logs" / "train.log").read_text()
+        assert [line.removeprefix(label) for line in lines] == log.splitlines()
 
 
 @pytest.mark.slow
@@ -144,7 +161,7 @@ def test_snakemake_html_report_bundles_reports_plots_samples_and_summary(
     html = finished_workflow / "results" / "report.html"
     snakemake(finished_workflow, "--report", str(html))
     text = html.read_text(encoding="utf-8", errors="replace")
-    for name in ("ml_res.md", "loss.png", "gpu.png", "samples.txt", "summary.md", "summary.png"):
+    for name in ("ml_res.md", "loss.png", "samples.txt", "summary.md", "summary.png"):
         assert name in text
 
 

@@ -133,8 +133,11 @@ def test_cli_set_goes_through_the_same_checks() -> None:
     resolved = run.resolve(args)
     config = resolved.config
     assert config.train.lr == 3e-4 and config.train.epochs == 3 and config.device == "cpu"
-    # No config file and the CPU: the CPU preset stands in for the plan's sizes.
+    # No config file and the CPU: the CPU preset stands in for the plan's sizes, for the
+    # benchmark too (the plan's size takes seconds a step on a CPU).
     assert resolved.source == "cpu-preset" and config.model.n_layer == 2
+    bench = run.resolve(run.parse_args(["bench", "--device", "cpu"]))
+    assert bench.source == "cpu-preset" and bench.config.model.n_layer == 2
 
 
 @pytest.mark.parametrize(

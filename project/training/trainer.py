@@ -352,11 +352,16 @@ class Trainer:
 
 
 class Progress:
-    """tqdm bars for epochs and steps on a terminal; plain log lines otherwise."""
+    """tqdm bars for epochs and steps on a terminal; otherwise (a log file, the workflow's
+    console) a plain line every `LOG_EVERY_S` seconds, besides each validation's line.
+    """
+
+    LOG_EVERY_S = 5.0
 
     def __init__(self, epochs: int, steps_per_epoch: int, state: TrainState) -> None:
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
+        self.last_logged = -math.inf
         self.interactive = sys.stderr.isatty()
         self.epoch_bar = self.step_bar = None
         if self.interactive:
@@ -374,7 +379,8 @@ class Progress:
         if self.step_bar is not None:
             self.step_bar.n = state.step_in_epoch
             self.step_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        else:
+        elif time.monotonic() - self.last_logged >= self.LOG_EVERY_S:
+            self.last_logged = time.monotonic()
             logger.info(
                 "epoch %d/%d step %d/%d (total %d): loss %.4f lr %.2e",
                 state.epoch + 1,

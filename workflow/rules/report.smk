@@ -39,8 +39,13 @@ rule report:
         code="workflow/scripts/report_plots.py",
     output:
         report=report(f"{RUN}/ml_res.md", category="Report", subcategory="{run}"),
-        loss_plot=report(f"{RUN}/plots/loss.png", category="Plots", subcategory="{run}"),
-        gpu_plot=report(f"{RUN}/plots/gpu.png", category="Plots", subcategory="{run}"),
+        # loss.png, and gpu.png when a GPU job has samples to draw.
+        plots=report(
+            directory(f"{RUN}/plots"),
+            patterns=["{name}.png"],
+            category="Plots",
+            subcategory="{run}",
+        ),
     log:
         f"{RUN}/logs/report.log",
     params:

@@ -26,8 +26,10 @@ rule train:
     params:
         files=file_options,
         work_dir=f"{RUN}/train.resume",
+        # Training's progress goes to its log and, with this label, to the console.
+        label="{run}/seed{seed} train",
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
         " python project/run.py train --resume --stage-config {input.config} {params.files}"
-        " --work-dir {params.work_dir} > {log} 2>&1"
+        " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

@@ -126,7 +126,7 @@ def quick_validation(
         [
             "Epochs",
             f"{summary['epochs_run']} ({summary['steps']} steps, "
-            f"{summary['steps_per_epoch']} a epoch)",
+            f"{summary['steps_per_epoch']} an epoch)",
         ],
         [
             "Final training loss",
@@ -356,10 +356,15 @@ def build_report(inputs: Any, outputs: Any, params: Any) -> str:
     if not any(m.get("gpu_available") for m in monitors.values()):
         reason = next((m.get("reason") for m in monitors.values()), "no monitor output")
         known.append(f"No GPU figures in this run: {reason}.")
-    plot_losses(read_jsonl(inputs.train_log), Path(outputs.loss_plot))
-    plot_gpu(series, monitors, Path(outputs.gpu_plot))
-    samples = Path(inputs.samples).read_text(encoding="utf-8").rstrip("\n")
     report_dir = Path(outputs.report).parent
+    plots = Path(outputs.plots)
+    plot_losses(read_jsonl(inputs.train_log), plots / "loss.png")
+    if any(series.values()):
+        plot_gpu(series, monitors, plots / "gpu.png")
+        gpu_figure = f"![GPU memory and utilisation]({relative(plots / 'gpu.png', report_dir)})"
+    else:
+        gpu_figure = "No GPU plot: no GPU job has NVML samples to draw (see Known Issues)."
+    samples = Path(inputs.samples).read_text(encoding="utf-8").rstrip("\n")
     fence = "~~~~"
     return "\n".join(
         [
@@ -403,9 +408,9 @@ def build_report(inputs: Any, outputs: Any, params: Any) -> str:
             "",
             "## Plots",
             "",
-            f"![Training and validation loss]({relative(outputs.loss_plot, report_dir)})",
+            f"![Training and validation loss]({relative(plots / 'loss.png', report_dir)})",
             "",
-            f"![GPU memory and utilisation]({relative(outputs.gpu_plot, report_dir)})",
+            gpu_figure,
             "",
             "## Sample",
             "",
@@ -435,7 +440,7 @@ def corpus(manifest: dict[str, Any]) -> str:
     )
 
 
-def relative(path: str, start: Path) -> str:
+def relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 

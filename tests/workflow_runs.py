@@ -1,0 +1,151 @@
+"""Helpers of the workflow tests: temporary copies of the repository that run Snakemake
+on the real text with a tiny model, and a way to kill their training.
+
+Not in conftest.py: project/tests has a conftest module of its own, and pytest keeps one
+module of that name when both folders are collected.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+COPIED = ("Snakefile", "workflow", "project", "config", "profiles")
+IGNORED = shutil.ignore_patterns("__pycache__", ".pytest_cache", "outputs", "tests")
+
+# A model small enough that one epoch of the real text takes seconds on a 2-core CPU.
+TINY_CONFIG = """\
+model:
+  n_layer: 1
+  n_head: 2
+  d_model: 32
+  block_size: 32
+  dropout: 0.0
+train:
+  batch_size: 32
+  compile: false
+eval:
+  batch_size: 256
+"""
+
+
+def workflow_env(**extra: str) -> dict[str, str]:
+    """The environment of a Snakemake run: this interpreter's `python` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["CHARGPT_DATA_MIRROR"] = str(SHARED_DATA)
+    env.update(extra)
+    return env
+
+
+def snakemake(
+    repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=repo,
+        env=env or workflow_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        command = " ".join(args)
+        raise AssertionError(f"snakemake {command} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_repo(destination: Path) -> Path:
+    """A copy of the workflow's files, with a tiny project config beside them."""
+    destination.mkdir(parents=True)
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=IGNORED)
+        else:
+            shutil.copy2(source, destination / name)
+    (destination / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    return destination
+
+
+def configure(repo: Path, **settings: Any) -> None:
+    """Change top-level keys of the copy's config/config.yaml (e.g. runs=..., seeds=...)."""
+    path = repo / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config.update(settings)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+# The sweep of the end-to-end tests: 2 runs × 2 seeds of the tiny model, 1 epoch each.
+SWEEP = {
+    "runs": {"base": {}, "hot": {"overrides": {"sample.temperature": 1.2, "train.lr": 0.002}}},
+    "seeds": [1, 2],
+}
+TINY = {"project_config": "tiny.yaml", "epochs": 1}
+# What the finished workflow printed (kept beside the copy's results).
+CONSOLE = "console.txt"
+# A FAKE list of two GPUs (this machine has none): the GPU jobs take slots 0 and 1.
+FAKE_GPUS = {"CHARGPT_FAKE_GPUS": "0,1"}
+
+
+def tiny_repo(destination: Path, **settings: Any) -> Path:
+    """A repository copy configured for the tiny model (plus `settings`)."""
+    if not (SHARED_DATA / "tinyshakespeare" / "input.txt").is_file():
+        pytest.skip(f"the verified Tiny Shakespeare copy is not at {SHARED_DATA}")
+    repo = copy_repo(destination)
+    configure(repo, **{**TINY, **settings})
+    return repo
+
+
+def trainer_of(workflow: subprocess.Popen[bytes]) -> psutil.Process | None:
+    """The `python project/run.py train` process that Snakemake started (the GPU monitor
+    around it has run.py in its command line too, as an argument, not as its script).
+    """
+    for process in psutil.Process(workflow.pid).children(recursive=True):
+        try:
+            command = process.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if command[1:3] == ["project/run.py", "train"]:
+            return process
+    return None
+
+
+def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:
+    """Start `snakemake --cores 2`; SIGKILL its training process once `ready()` holds (as a
+    crash, an OOM kill or a scheduler's limit would end it). Returns Snakemake's exit code.
+    """
+    with (repo / "snakemake.out").open("w") as out:
+        workflow = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", "2"],
+            cwd=repo,
+            env=workflow_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        try:
+            while True:
+                assert workflow.poll() is None, "the workflow ended before the kill"
+                assert time.monotonic() < deadline, "training did not get far enough in time"
+                trainer = trainer_of(workflow)
+                if trainer is not None and ready():
+                    trainer.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+            return workflow.wait(timeout=300)
+        finally:
+            workflow.kill()
