@@ -25,13 +25,13 @@ import torch
 
 from data.dataset import CharTokenizer, DataFiles, PreparedData
 from data.download import DataSourceError
-from data.preprocess import prepare
+from data.preprocess import UnusableTextError, prepare
 from model.gpt import CharGPT
 from testing.evaluator import evaluate, validation_loss
 from testing.sampler import sample_text
 from training.bench import benchmark
-from training.checkpoint import load_checkpoint
-from training.trainer import NonFiniteError, Trainer
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.trainer import RESUME_MODES, NonFiniteError, ResumeError, Trainer
 from utils.config import (
     CPU_PRESET,
     DEFAULT_CONFIG,
@@ -46,7 +46,9 @@ from utils.config import (
 )
 from utils.cost import StageCost
 from utils.device import DeviceError, resolve_device, resolve_precision
-from utils.io import read_json, read_jsonl, write_json, write_text
+from utils.inputs import MissingInputError, StaleInputError, file_record, require, verify
+from utils.io import DiskFullError, read_json, read_jsonl, write_json, write_text
+from utils.lock import BusyError, sole_writer
 from utils.reads import write_stage_configs
 from utils.seed import seed_everything
 
@@ -71,6 +73,8 @@ FILES = {
     **{f"{stage}_cost": f"cost/{stage}.json" for stage in STAGES},
 }
 DATA = ("train_ids", "val_ids", "vocab", "manifest")
+# The train stage's files whose size and SHA-256 its summary records for their readers.
+TRAIN_RECORDED = ("train_log", "best", "last")
 STAGE_FILES = {
     "prepare": (*DATA, "prepare_cost"),
     "train": (*DATA, "summary", "train_log", "best", "last", "work_dir", "train_cost"),
@@ -84,7 +88,7 @@ STAGE_FILES = {
         "checks",
         "evaluate_cost",
     ),
-    "sample": ("vocab", "best", "samples", "samples_meta", "sample_cost"),
+    "sample": ("vocab", "manifest", "best", "summary", "samples", "samples_meta", "sample_cost"),
 }
 CONFIG_DIR = "config"  # `all`: the resolved stage configs, as the workflow writes them
 BENCH = "bench.json"
@@ -122,9 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--resume",
-        action="store_true",
-        help="train: continue from the newest checkpoint of the work folder when it was "
-        "made under the same configuration and data (else start from step 0 and say why)",
+        nargs="?",
+        const="strict",
+        default="off",
+        choices=RESUME_MODES,
+        help="train: continue from the newest checkpoint of the work folder. Alone: refuse "
+        "one made under other settings or data (except the settings safe to change on "
+        "resume); `restart-on-change` (what the workflow passes): start over instead",
     )
     parser.add_argument(
         "--detect-anomaly",
@@ -199,6 +207,14 @@ def data_files(files: Files) -> DataFiles:
     return DataFiles(files["train_ids"], files["val_ids"], files["vocab"], files["manifest"])
 
 
+def check_training_outputs(files: Files, *names: str) -> None:
+    """The train stage's files are the ones it recorded in its summary (utils/inputs.py)."""
+    require([files["summary"]], "train")
+    recorded = read_json(files["summary"])["files"]
+    for name in names:
+        verify(files[name], recorded[name], "train", files["summary"])
+
+
 def load_data(files: Files, device: torch.device) -> PreparedData:
     data = PreparedData.load(data_files(files))
     return PreparedData(data.train.to(device), data.val.to(device), data.tokenizer, data.manifest)
@@ -233,8 +249,13 @@ def run_prepare(config: Config, files: Files) -> dict[str, Any]:
     return manifest
 
 
-def run_train(config: Config, files: Files, resume: bool) -> dict[str, Any]:
-    """T1-T8: train, validate every epoch, keep best.pt and last.pt."""
+def run_train(config: Config, files: Files, resume: str) -> dict[str, Any]:
+    """T1-T8: train, validate every epoch, keep best.pt and last.pt (one writer at a time)."""
+    with sole_writer(files["work_dir"], "training"):
+        return train_stage(config, files, resume)
+
+
+def train_stage(config: Config, files: Files, resume: str) -> dict[str, Any]:
     device = resolve_device(config.device)
     precision = resolve_precision(config.train.precision, device)
     seed_everything(config.seed)
@@ -261,6 +282,7 @@ def run_train(config: Config, files: Files, resume: bool) -> dict[str, Any]:
         parameters_by_module=model.parameters_by_module(),
         vocab_size=data.tokenizer.vocab_size,
         environment=environment(device),
+        files={name: file_record(files[name]) for name in TRAIN_RECORDED},
     )
     write_json(files["summary"], summary)
     write_json(files["train_cost"], cost.record())
@@ -279,6 +301,7 @@ def load_best_model(best: Path, device: torch.device) -> tuple[CharGPT, dict[str
 def run_evaluate(config: Config, files: Files) -> dict[str, Any]:
     """E1-E4 on the best checkpoint: metrics.json, then the quick-validation checks."""
     device = resolve_device(config.device)
+    check_training_outputs(files, "best", "train_log")
     with StageCost("evaluate", device) as cost:
         data = load_data(files, device)
         model, state, trained = load_best_model(files["best"], device)
@@ -303,6 +326,8 @@ def run_evaluate(config: Config, files: Files) -> dict[str, Any]:
 def run_sample(config: Config, files: Files) -> str:
     """E5 Samples from the best checkpoint: samples.txt (+ samples.json)."""
     device = resolve_device(config.device)
+    data_files(files).check("vocab")
+    check_training_outputs(files, "best")
     with StageCost("sample", device) as cost:
         tokenizer = CharTokenizer.load(files["vocab"])
         model, state, _ = load_best_model(files["best"], device)
@@ -407,8 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         DataSourceError,
         DeviceError,
         NonFiniteError,
-        FileNotFoundError,
-        ValueError,
+        ResumeError,
+        BusyError,
+        MissingInputError,
+        StaleInputError,
+        CheckpointError,
+        DiskFullError,
+        UnusableTextError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError | UsageError) else 1

@@ -406,7 +406,8 @@ def test_volumes(resolved: dict) -> None:
         assert service["working_dir"] == CODE_DIR
         mirror = mounts["/mirror"]
         assert mirror["read_only"] is True
-        assert service["environment"]["CHARGPT_DATA_MIRROR"] == "/mirror"
+        # Without a host mirror the variable stays empty: the project then downloads.
+        assert service["environment"]["CHARGPT_DATA_MIRROR"] == ""
         for folder in RUNTIME_DIRS:  # nothing else hides them from the checkout
             assert f"{CODE_DIR}/{folder}" not in mounts
 
@@ -434,8 +435,9 @@ def test_offline_mirror_is_mountable(tmp_path: Path) -> None:
         env_overrides={**TEST_ENV, "CHARGPT_DATA_MIRROR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    mirror = bind_mounts(json.loads(result.stdout)["services"]["train"])["/mirror"]
-    assert mirror["source"] == str(tmp_path)
+    train = json.loads(result.stdout)["services"]["train"]
+    assert bind_mounts(train)["/mirror"]["source"] == str(tmp_path)
+    assert train["environment"]["CHARGPT_DATA_MIRROR"] == "/mirror"
 
 
 def test_every_path_the_compose_file_names_exists(resolved: dict) -> None:

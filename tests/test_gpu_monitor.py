@@ -3,11 +3,13 @@
 Most tests drive the monitor with FakeNvml, a scripted stand-in for pynvml: every number it
 returns is made up by the test, none is a measurement. The CLI tests at the end run the real
 pynvml, which on a machine without an NVIDIA driver must fail softly; the GPU slot tests among
-them use CHARGPT_FAKE_GPUS, a FAKE device list, so that they need no GPU.
+them use CHARGPT_FAKE_GPUS, a FAKE device list, so that they need no GPU. The tests of signals,
+process trees and failures to run or to write use real processes, signals and folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -17,11 +19,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pynvml
 import pytest
 
@@ -416,17 +419,188 @@ def test_cli_reports_a_signal_as_128_plus_its_number(tmp_path: Path) -> None:
     assert result.returncode == 128 + signal.SIGKILL
 
 
-def test_cli_passes_sigterm_to_the_job_and_still_writes(tmp_path: Path) -> None:
-    job = "import time; print('ready', flush=True); time.sleep(30)"
-    argv = [sys.executable, str(SCRIPT), "--out-prefix", str(tmp_path / "x"), "--"]
-    with subprocess.Popen([*argv, sys.executable, "-c", job], stdout=subprocess.PIPE) as monitor:
-        assert monitor.stdout is not None
-        assert monitor.stdout.readline() == b"ready\n"  # the job runs, so the handler is set
-        started = time.monotonic()
-        monitor.send_signal(signal.SIGTERM)
-        assert monitor.wait(timeout=10) == 128 + signal.SIGTERM
+# The job starts a grandchild (a sleeping Python), writes "<its PID> <the grandchild's PID>" to
+# the file argv[1], then, by argv[2]: "sleep" sleeps, "ignore-sigterm" sleeps ignoring SIGTERM
+# (the grandchild too), "exit" exits at once, leaving the grandchild behind.
+TREE_JOB = """
+import os, signal, subprocess, sys, time
+if sys.argv[2] == "ignore-sigterm":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with open(sys.argv[1] + ".tmp", "w") as handle:
+    handle.write(f"{os.getpid()} {grandchild.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+if sys.argv[2] != "exit":
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def pids() -> Iterator[list[int]]:
+    """PIDs of the processes a test started, itself or not; any still running at the end are
+    SIGKILLed, so that a failing test leaves none behind."""
+    started: list[int] = []
+    yield started
+    for pid in filter(is_running, started):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (dead, not yet reaped by its new parent) does not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def still_running(pids: list[int], within: float = 2.0) -> list[int]:
+    """Those of `pids` that still run after waiting up to `within` seconds for them to end."""
+    deadline = time.monotonic() + within
+    while any(map(is_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return list(filter(is_running, pids))
+
+
+def start_tree_job(
+    tmp_path: Path, pids: list[int], mode: str, *options: str
+) -> subprocess.Popen[bytes]:
+    """Start the wrapper (with `options`) around TREE_JOB; return once the job's tree runs.
+
+    Adds the PIDs of the wrapper, the job and its child to `pids`."""
+    pid_file = tmp_path / "job.pids"
+    argv = [
+        *(sys.executable, str(SCRIPT), *options, "--out-prefix", str(tmp_path / "x"), "--"),
+        *(sys.executable, "-c", TREE_JOB, str(pid_file), mode),
+    ]
+    wrapper = subprocess.Popen(argv)
+    pids.append(wrapper.pid)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists():
+        ended = wrapper.poll() is not None and not pid_file.exists()
+        assert not ended, f"the wrapper ended with {wrapper.returncode} before its job started"
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.01)
+    pids.extend(int(pid) for pid in pid_file.read_text().split())
+    return wrapper
+
+
+def test_cli_job_and_its_children_die_with_a_killed_wrapper(
+    tmp_path: Path, pids: list[int]
+) -> None:
+    wrapper = start_tree_job(tmp_path, pids, "sleep")
+    wrapper.send_signal(signal.SIGKILL)
+    assert wrapper.wait(timeout=10) == -signal.SIGKILL
+    assert still_running(pids) == []
+
+
+@pytest.mark.parametrize(
+    "stop", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM], ids=lambda stop: stop.name
+)
+def test_cli_stop_signal_stops_the_job_and_its_children_and_still_writes(
+    tmp_path: Path, pids: list[int], stop: signal.Signals
+) -> None:
+    wrapper = start_tree_job(tmp_path, pids, "sleep")
+    started = time.monotonic()
+    wrapper.send_signal(stop)
+    assert wrapper.wait(timeout=10) == 128 + stop
     assert time.monotonic() - started < 5
-    assert json.loads((tmp_path / "x.json").read_text())["exit_code"] == 128 + signal.SIGTERM
+    assert still_running(pids) == []
+    summary = json.loads((tmp_path / "x.json").read_text())
+    assert summary["exit_code"] == 128 + stop
+    # The job itself was sent SIGTERM, and it ended by it.
+    assert summary["error"] == (
+        f"{stop.name} received: sent SIGTERM to the command, which ended with exit code 143"
+    )
+
+
+def test_cli_job_that_ignores_sigterm_is_killed_after_the_grace_period(
+    tmp_path: Path, pids: list[int]
+) -> None:
+    options = ("--kill-after", "0.5")
+    wrapper = start_tree_job(tmp_path, pids, "ignore-sigterm", *options)
+    started = time.monotonic()
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) == 128 + signal.SIGTERM
+    assert 0.5 <= time.monotonic() - started < 5
+    assert still_running(pids) == []
+    summary = json.loads((tmp_path / "x.json").read_text())
+    assert summary["error"].endswith(f"exit code {128 + signal.SIGKILL}")
+
+
+def test_cli_children_the_job_leaves_behind_are_killed(tmp_path: Path, pids: list[int]) -> None:
+    wrapper = start_tree_job(tmp_path, pids, "exit")
+    assert wrapper.wait(timeout=10) == 0
+    assert still_running(pids) == []
+    assert json.loads((tmp_path / "x.json").read_text())["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code", "reason"),
+    [
+        ("no-such-command", 127, "command not found"),
+        ("./no-such-file", 127, "No such file or directory"),
+        ("./plain.txt", 126, "Permission denied"),
+    ],
+    ids=["not-on-path", "missing", "not-executable"],
+)
+def test_cli_command_it_cannot_run_gives_one_line_and_still_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, exit_code: int, reason: str
+) -> None:
+    (tmp_path / "plain.txt").write_text("not a program\n")  # mode 0o644: no one may execute it
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(tmp_path / "x", command, "--flag")
+    assert result.returncode == exit_code
+    error = f"cannot run {command!r}: {reason}"
+    assert result.stderr == f"gpu_monitor.py: error: {error}\n"
+    summary = json.loads((tmp_path / "x.json").read_text())
+    assert summary["exit_code"] == exit_code
+    assert summary["error"] == error
+    assert summary["command"] == [command, "--flag"]
+    assert (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "read_only",
+    [
+        pytest.param(
+            "chmod",
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root may write a 0o555 folder"),
+        ),
+        "under-a-file",  # a folder that cannot exist; root cannot write there either
+    ],
+)
+def test_cli_refuses_an_output_folder_it_cannot_write_before_running_the_job(
+    tmp_path: Path, read_only: str
+) -> None:
+    if read_only == "chmod":
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+    else:
+        (tmp_path / "afile").write_text("")
+        folder = tmp_path / "afile" / "sub"
+    marker = tmp_path / "job-ran"
+    result = run_cli(folder / "train", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert f"cannot write the results in {str(folder)!r}" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("job_code", "wrapper_code"), [(3, 3), (0, 1)])
+def test_cli_keeps_a_failing_jobs_exit_code_when_the_results_cannot_be_written(
+    tmp_path: Path, job_code: int, wrapper_code: int
+) -> None:
+    # The job turns the output folder into a file, so that writing fails at the end.
+    folder = tmp_path / "out"
+    job = (
+        "import shutil, sys; "
+        f"shutil.rmtree({str(folder)!r}); open({str(folder)!r}, 'w'); sys.exit({job_code})"
+    )
+    result = run_cli(folder / "x", sys.executable, "-c", job)
+    assert result.returncode == wrapper_code
+    assert len(result.stderr.splitlines()) == 1
+    assert f"error: cannot write the results {folder / 'x'}.csv/.json" in result.stderr
 
 
 # --- GPU slots, through the command line, on a FAKE device list -------------------------------
@@ -513,22 +687,20 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
     ]
 
 
-def test_cli_slot_of_a_killed_wrapper_is_free_again(tmp_path: Path) -> None:
+def test_cli_slot_of_a_killed_wrapper_is_free_again(tmp_path: Path, pids: list[int]) -> None:
     env = slot_env(CHARGPT_FAKE_GPUS="0")
     with start_slot_job(tmp_path, "killed", env, seconds=30) as killed:
         assert killed.stdout is not None
-        orphan_pid = int(killed.stdout.readline())
-        try:
-            assert is_locked(tmp_path / "slots" / "gpu-0.lock")
-            killed.send_signal(signal.SIGKILL)
-            assert killed.wait(timeout=10) == -signal.SIGKILL
-            # The killed wrapper's job still runs, yet it must not hold the slot.
-            with start_slot_job(tmp_path, "next", env, seconds=0) as after:
-                slot, job = finish(tmp_path, "next", after)
-        finally:
-            os.kill(orphan_pid, signal.SIGKILL)
+        pids.append(int(killed.stdout.readline()))
+        assert is_locked(tmp_path / "slots" / "gpu-0.lock")
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(timeout=10) == -signal.SIGKILL
+        # The job dies with its wrapper; right away, the slot is free.
+        with start_slot_job(tmp_path, "next", env, seconds=0) as after:
+            slot, job = finish(tmp_path, "next", after)
     assert slot["device"] == job["cuda_visible"] == "0"
     assert slot["waited_s"] < 0.1
+    assert still_running(pids) == []
 
 
 @pytest.mark.parametrize(

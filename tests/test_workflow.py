@@ -326,9 +326,9 @@ def test_dry_run_of_many_runs_plans_every_job(tmp_path: Path) -> None:
 
 def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    env = workflow_env(CHARGPT_DATA_MIRROR=str(empty), CHARGPT_DATA_CACHE=str(tmp_path / "c"))
+    # No mirror at all (the plan's default one is absent beside the copy): the download.
+    env = workflow_env(CHARGPT_DATA_CACHE=str(tmp_path / "c"))
+    del env["CHARGPT_DATA_MIRROR"]
     closed_port_url = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens
     result = snakemake(
         repo,

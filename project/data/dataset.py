@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.inputs import require, verify
 from utils.io import read_json
 
 
@@ -80,7 +81,19 @@ class DataFiles:
     train: Path  # D2 training split, uint16 ids
     val: Path  # D2 validation split
     vocab: Path  # D3 vocabulary
-    manifest: Path  # source digest, sizes, V; written last
+    manifest: Path  # source digest, sizes, V, each file's size and SHA-256; written last
+
+    def outputs(self) -> dict[str, Path]:
+        """The files the manifest records, by field name."""
+        return {"train": self.train, "val": self.val, "vocab": self.vocab}
+
+    def check(self, *names: str) -> dict:
+        """The manifest, after checking the named files (default: all) against its record."""
+        require([self.manifest], "prepare")
+        manifest = read_json(self.manifest)
+        for name in names or tuple(self.outputs()):
+            verify(self.outputs()[name], manifest["files"][name], "prepare", self.manifest)
+        return manifest
 
 
 @dataclass(frozen=True)
@@ -94,17 +107,12 @@ class PreparedData:
 
     @classmethod
     def load(cls, files: DataFiles) -> PreparedData:
-        missing = [str(path) for path in vars(files).values() if not path.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"prepared data is missing: {', '.join(missing)}; "
-                "run the `prepare` stage first (python run.py prepare)"
-            )
+        manifest = files.check()
         return cls(
             train=_read_ids(files.train),
             val=_read_ids(files.val),
             tokenizer=CharTokenizer.load(files.vocab),
-            manifest=read_json(files.manifest),
+            manifest=manifest,
         )
 
 

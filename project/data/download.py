@@ -66,6 +66,7 @@ def fetch_source(
     local_file: Path | None,
     mirror_dir: Path | None,
     cache_dir: Path,
+    mirror_optional: bool = False,
     retries: int = 4,
     timeout_s: float = 30.0,
     backoff_s: float = 1.0,
@@ -73,9 +74,11 @@ def fetch_source(
     """Return a verified copy of `<dataset>/<filename>`, trying sources in order of preference.
 
     1. `local_file`, if given (an explicit choice: a missing or wrong file is an error).
-    2. `<mirror_dir>/<dataset>/<filename>`, if the mirror holds it (a wrong file is an error).
+    2. `<mirror_dir>/<dataset>/<filename>`, if given (a wrong file is an error, and so is a
+       missing one, unless `mirror_optional`: a default mirror that may be absent).
     3. `<cache_dir>/<dataset>/<filename>`, if it verifies (a stale copy is deleted).
-    4. A download from `url` into the cache, retried on transient errors.
+    4. A download from `url` into the cache, retried on transient errors; an error at once
+       if the cache folder cannot be created or written.
 
     `sha256=None` means no expected digest: the first copy found is used as it is.
     """
@@ -89,6 +92,14 @@ def fetch_source(
         looked.append(mirrored)
         if mirrored.is_file():
             return _use_mirror(mirrored, expected)
+        if not mirror_optional:
+            raise DataSourceError(
+                f"the mirror folder {mirror_dir} (data.mirror_dir or CHARGPT_DATA_MIRROR) does "
+                f"not hold the text: expected the file {mirrored} (a mirror is laid out "
+                "<mirror>/<dataset>/<filename>). Put a copy there, or point data.mirror_dir or "
+                "CHARGPT_DATA_MIRROR at a mirror that holds it, or drop that setting to fall back "
+                "to the download cache and the download."
+            )
         logger.info("mirror has no %s/%s (looked for %s)", dataset, filename, mirrored)
 
     cached = cache_dir / dataset / filename
@@ -106,6 +117,7 @@ def fetch_source(
 
     if url is None:
         raise DataSourceError(_no_source_message(looked, "no download address was given", expected))
+    _check_cache_folder(cached.parent)
     try:
         actual = _download(
             url, cached, expected, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s
@@ -154,6 +166,19 @@ def _use_mirror(path: Path, expected: str | None) -> SourceFile:
     return SourceFile(path, actual, "mirror", str(path))
 
 
+def _check_cache_folder(folder: Path) -> None:
+    """Create the folder a download goes to and check that files can be made in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise DataSourceError(
+            f"the download cache folder {folder} cannot be created or written ({err}). "
+            "Point data.cache_dir or the environment variable CHARGPT_DATA_CACHE at a writable "
+            "folder, or provide the text through data.local_file or data.mirror_dir."
+        ) from err
+
+
 def _no_source_message(looked: list[Path], why_no_download: str, expected: str | None) -> str:
     """Explain that no copy was found and no download worked, and list the ways to fix it."""
     places = "\n".join(f"  - {path}" for path in looked)
@@ -184,7 +209,6 @@ def _download(
 
     Returns the downloaded file's SHA-256 digest.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     attempts = retries + 1
     for attempt in range(attempts):
         try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from utils.config import ConfigError
+
 
 def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
     """D4: the generator of epoch `e`, a pure function of (seed, e)."""
@@ -34,7 +36,7 @@ class TrainBatches:
         self.windows_per_epoch = (len(ids) - (block_size - 1)) // (block_size + 1)
         self.steps_per_epoch = self.windows_per_epoch // batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the training split ({len(ids)} ids) is too short for one batch of "
                 f"{batch_size} windows of {block_size + 1}; lower train.batch_size "
                 "or model.block_size"

@@ -11,13 +11,18 @@ import numpy as np
 
 from data.dataset import CharTokenizer, DataFiles
 from data.download import SourceFile, fetch_source
-from utils.config import REPO_DIR, DataConfig
+from utils.config import DEFAULT_CONFIG, REPO_DIR, DataConfig, read_yaml
+from utils.inputs import file_record
 from utils.io import write_bytes, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
 MIRROR_ENV = "CHARGPT_DATA_MIRROR"
 CACHE_ENV = "CHARGPT_DATA_CACHE"
+
+
+class UnusableTextError(ValueError):
+    """The source text cannot be trained on: not UTF-8, too short, too many characters."""
 
 
 def split_point(n_chars: int, train_fraction: float) -> int:
@@ -37,14 +42,24 @@ def resolve_path(value: str | None) -> Path | None:
 
 
 def locate_source(config: DataConfig) -> SourceFile:
-    """D1: a verified copy of the text; env variables override the mirror and cache keys."""
+    """D1: a verified copy of the text; env variables override the mirror and cache keys.
+
+    A source the user chose must hold the text, or the stage stops at once naming the path:
+    data.local_file, a mirror given by CHARGPT_DATA_MIRROR (set and not empty), or
+    data.mirror_dir when it differs from the plan's value in configs/default.yaml (as with
+    --data-source DIR). The plan's own mirror (../shared/data) is only a default: without the
+    text there, the cache and the download are tried.
+    """
+    env_mirror = os.environ.get(MIRROR_ENV)
+    plan_mirror = read_yaml(DEFAULT_CONFIG)["data"]["mirror_dir"]
     return fetch_source(
         url=config.url,
         sha256=config.sha256,
         filename=config.filename,
         dataset=config.dataset,
         local_file=resolve_path(config.local_file),
-        mirror_dir=resolve_path(os.environ.get(MIRROR_ENV) or config.mirror_dir),
+        mirror_dir=resolve_path(env_mirror or config.mirror_dir),
+        mirror_optional=not env_mirror and config.mirror_dir == plan_mirror,
         cache_dir=resolve_path(os.environ.get(CACHE_ENV) or config.cache_dir),
         retries=config.download_retries,
         timeout_s=config.download_timeout_s,
@@ -56,7 +71,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(
+        raise UnusableTextError(
             f"{path} is not UTF-8 text ({error}); convert it, e.g. `iconv -t UTF-8`"
         ) from error
 
@@ -64,7 +79,10 @@ def read_text(path: Path) -> str:
 def encode_ids(tokenizer: CharTokenizer, text: str) -> np.ndarray:
     """D3: ids as uint16 on disk (any vocabulary up to 65,536 characters)."""
     if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
-        raise ValueError(f"vocabulary of {tokenizer.vocab_size} characters does not fit uint16")
+        raise UnusableTextError(
+            f"the text has {tokenizer.vocab_size} distinct characters; at most 65,536 fit "
+            "the uint16 ids"
+        )
     return np.array(tokenizer.encode(text), dtype=np.uint16)
 
 
@@ -76,7 +94,7 @@ def prepare(config: DataConfig, files: DataFiles) -> dict[str, Any]:
     source = locate_source(config)
     text = read_text(source.path)
     if len(text) < 2:
-        raise ValueError(f"{source.path} holds {len(text)} characters; nothing to train on")
+        raise UnusableTextError(f"{source.path} holds {len(text)} characters; nothing to train on")
     tokenizer = CharTokenizer.from_text(text)
     cut = split_point(len(text), config.train_fraction)
     train_ids = encode_ids(tokenizer, text[:cut])
@@ -99,6 +117,8 @@ def prepare(config: DataConfig, files: DataFiles) -> dict[str, Any]:
         "train_fraction": config.train_fraction,
         "vocab_size": tokenizer.vocab_size,
         "dtype": "uint16",
+        # Size and SHA-256 of each file, which every reader checks (data/dataset.py).
+        "files": {name: file_record(path) for name, path in files.outputs().items()},
     }
     write_json(files.manifest, manifest)
     logger.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -135,3 +136,21 @@ def make_model() -> Callable[..., CharGPT]:
         return CharGPT(tiny_model_config(**changes), vocab_size)
 
     return make
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB filesystem (mounting needs root; skipped otherwise)."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    try:
+        mount = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:
+        pytest.skip(f"cannot run mount: {error}")
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a 64 KiB tmpfs (needs root): {mount.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -113,6 +113,44 @@ def test_out_of_range_is_rejected_by_name(tmp_path: Path, yaml_text: str, key: s
         load(write_yaml(tmp_path, yaml_text))
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        (
+            "train:\n  lr: 1.0e-3\n  epochs: x: 2\n",
+            "line 3, column 12: mapping values are not allowed here",
+        ),
+        (
+            "model:\n  n_layer: [1\n",
+            "line 3, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+    ],
+)
+def test_yaml_syntax_error_names_the_file_line_and_column(
+    tmp_path: Path, yaml_text: str, problem: str
+) -> None:
+    path = write_yaml(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == f"config file {path} is not valid YAML: {problem}"
+
+
+def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("sample:\n  prompt: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"config file {path} is not valid YAML")):
+        load(path)
+
+
+def test_yaml_syntax_error_in_set_names_the_text_line_and_column() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_assignment("train.lr=[1")
+    assert str(caught.value) == (
+        "--set 'train.lr=[1' is not valid YAML: line 1, column 12: "
+        "expected ',' or ']', but got '<stream end>'"
+    )
+
+
 def test_set_assignment_parses_numbers() -> None:
     assert parse_assignment("train.lr=3e-4") == {"train": {"lr": "3e-4"}}  # YAML 1.1 reads a str
     config, _ = load(None, [parse_assignment("train.lr=3e-4")])
@@ -215,6 +253,7 @@ def test_later_overrides_win_and_merge_keeps_the_base() -> None:
         ("train.lr=fast", "train.lr"),
         ("model.n_layers=3", "model.n_layers"),
         ("train.epochs=0", "train.epochs"),
+        ("train.lr=[1", "'train.lr=[1' is not valid YAML: line 1, column 12"),
     ],
 )
 def test_bad_set_exits_2_before_writing_anything(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -11,9 +15,13 @@ import torch
 from run_files import output
 
 import run
-from data.dataset import CharTokenizer, PreparedData, UnknownCharacterError
+from data import download, preprocess
+from data.dataset import CharTokenizer, DataFiles, PreparedData, UnknownCharacterError
+from data.download import DataSourceError
 from data.loader import TrainBatches, eval_batches, eval_windows
-from data.preprocess import split_point
+from data.preprocess import CACHE_ENV, MIRROR_ENV, locate_source, prepare, split_point
+from utils.config import DataConfig, load
+from utils.io import atomic_write, write_bytes
 
 N_CHARS, TRAIN_CHARS, VAL_CHARS = 1_115_394, 1_003_854, 111_540
 
@@ -100,6 +108,116 @@ def test_real_text_vocabulary_and_split_sizes(
     assert manifest["val_chars"] == VAL_CHARS
     assert manifest["vocab_size"] == 65
     assert manifest["n_chars"] == N_CHARS
+
+
+# -- D1 sources, and what `prepare` leaves when a write fails --------------------------------
+
+TEXT = "To be, or not to be: that is the question.\n" * 20
+
+
+def plan_data(**changes: Any) -> DataConfig:
+    """The plan's data section with `changes`."""
+    config, _ = load()
+    assert config.data is not None
+    return dataclasses.replace(config.data, **changes)
+
+
+@pytest.fixture
+def sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No mirror variable, the cache in tmp_path/cache, the plan's mirror (../shared/data
+    beside the repository) absent, and no download: reaching one fails the test.
+    """
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(preprocess, "REPO_DIR", tmp_path / "repo")
+
+    def no_download(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the source must not fall through to the download")
+
+    monkeypatch.setattr(download, "_download", no_download)
+    return tmp_path
+
+
+@pytest.mark.parametrize("chosen", ["env", "mirror_dir", "local_file"])
+def test_an_explicit_source_without_the_text_fails_at_once(
+    sources: Path, monkeypatch: pytest.MonkeyPatch, chosen: str
+) -> None:
+    empty = sources / "empty"
+    empty.mkdir()
+    expected = empty / "tinyshakespeare" / "input.txt"
+    if chosen == "env":
+        monkeypatch.setenv(MIRROR_ENV, str(empty))
+        config = plan_data()
+    elif chosen == "mirror_dir":
+        config = plan_data(mirror_dir=str(empty))
+    else:
+        expected = empty / "input.txt"
+        config = plan_data(local_file=str(expected))
+    with pytest.raises(DataSourceError) as caught:
+        locate_source(config)
+    assert str(expected) in str(caught.value)
+    assert not (sources / "cache").exists()
+
+
+@pytest.mark.parametrize("env_value", [None, ""])
+def test_the_plans_mirror_is_a_default_that_may_be_absent(
+    sources: Path, monkeypatch: pytest.MonkeyPatch, env_value: str | None
+) -> None:
+    if env_value is not None:
+        monkeypatch.setenv(MIRROR_ENV, env_value)  # set but empty: as if unset
+    cached = sources / "cache" / "tinyshakespeare" / "input.txt"
+    cached.parent.mkdir(parents=True)
+    cached.write_text(TEXT, encoding="utf-8")
+    source = locate_source(plan_data(sha256=None))
+    assert (source.origin, source.path) == ("cache", cached)
+
+
+def test_an_unwritable_cache_from_the_environment_is_named(
+    sources: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = sources / "a-file"
+    blocker.write_text("", encoding="utf-8")  # a folder under a file fails for root too
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(DataSourceError) as caught:
+        locate_source(plan_data())
+    message = str(caught.value)
+    assert str(blocker / "cache" / "tinyshakespeare") in message
+    assert "CHARGPT_DATA_CACHE" in message and "data.cache_dir" in message
+
+
+def test_disk_full_while_writing_a_split_leaves_no_manifest_and_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text_file = tmp_path / "own.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    config = plan_data(local_file=str(text_file), sha256=None)
+    folder = tmp_path / "data"
+    names = ("train.bin", "val.bin", "vocab.json", "manifest.json")
+    files = DataFiles(*(folder / name for name in names))
+    prepare(config, files)  # a complete folder from an earlier run
+    earlier_val = files.val.read_bytes()
+
+    def disk_full_on_val(path: Path, data: bytes) -> None:
+        if path != files.val:
+            write_bytes(path, data)
+            return
+
+        def half_then_enospc(handle: IO[bytes]) -> None:
+            handle.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        atomic_write(path, half_then_enospc)
+
+    monkeypatch.setattr(preprocess, "write_bytes", disk_full_on_val)
+    with pytest.raises(OSError) as caught:
+        prepare(config, files)
+    assert caught.value.errno == errno.ENOSPC
+    assert str(files.val) in str(caught.value)  # the error names the file
+    # The manifest went first, so the folder reads as unprepared; the half-written split
+    # (a temporary file) is gone and the earlier, complete one was not replaced by it.
+    assert not files.manifest.exists()
+    assert sorted(path.name for path in folder.iterdir()) == sorted(names[:3])
+    assert files.val.read_bytes() == earlier_val
 
 
 # -- D4 -------------------------------------------------------------------------------------

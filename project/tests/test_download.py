@@ -192,7 +192,7 @@ def test_timeout_is_retried(tmp_path: Path, server: ScriptedServer) -> None:
 def test_offline_without_copies_names_the_fixes(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     with pytest.raises(DataSourceError) as info:
-        fetch(tmp_path, url=closed_port_url(), mirror_dir=mirror, retries=1)
+        fetch(tmp_path, url=closed_port_url(), mirror_dir=mirror, mirror_optional=True, retries=1)
     message = str(info.value)
     for needle in ("data.local_file", "data.mirror_dir", "CHARGPT_DATA_MIRROR", "--data-source"):
         assert needle in message
@@ -249,10 +249,53 @@ def test_mirror_with_wrong_digest_is_an_error(tmp_path: Path, server: ScriptedSe
     assert server.requests == 0
 
 
-def test_mirror_without_the_file_falls_through(tmp_path: Path, server: ScriptedServer) -> None:
+def test_optional_mirror_without_the_file_falls_through(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
     server.script(Reply())
-    source = fetch(tmp_path, url=server.url, mirror_dir=tmp_path / "empty-mirror")
+    source = fetch(tmp_path, url=server.url, mirror_dir=tmp_path / "empty", mirror_optional=True)
     assert source.origin == "download"
+
+
+@pytest.mark.parametrize("make_folder", [True, False])
+def test_explicit_mirror_without_the_file_fails_at_once(
+    tmp_path: Path, server: ScriptedServer, make_folder: bool
+) -> None:
+    mirror = tmp_path / "mirror"
+    if make_folder:
+        write(mirror / "other" / FILENAME, BODY)  # the text under another dataset's name
+    with pytest.raises(DataSourceError) as info:
+        fetch(tmp_path, url=server.url, mirror_dir=mirror)
+    message = str(info.value)
+    assert f"expected the file {mirror / DATASET / FILENAME}" in message
+    assert "<mirror>/<dataset>/<filename>" in message
+    assert "data.mirror_dir" in message and "CHARGPT_DATA_MIRROR" in message
+    assert server.requests == 0  # no download, so no retries before the message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unwritable_cache_is_named_with_the_fix(tmp_path: Path, server: ScriptedServer) -> None:
+    blocker = write(tmp_path / "a-file", b"")  # a folder under a file fails for root too
+    cache = blocker / "cache"
+    with pytest.raises(DataSourceError) as info:
+        fetch(tmp_path, url=server.url, cache_dir=cache)
+    message = str(info.value)
+    assert f"cache folder {cache / DATASET} cannot be created or written" in message
+    assert "data.cache_dir" in message and "CHARGPT_DATA_CACHE" in message
+    assert server.requests == 0
+
+
+def test_unwritable_cache_is_no_error_without_a_download(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    cache = write(tmp_path / "a-file", b"") / "cache"
+    mirror = tmp_path / "mirror"
+    write(mirror / DATASET / FILENAME, BODY)
+    source = fetch(tmp_path, url=server.url, mirror_dir=mirror, cache_dir=cache)
+    assert source.origin == "mirror"
+    local = write(tmp_path / "copy.txt", BODY)
+    assert fetch(tmp_path, url=server.url, local_file=local, cache_dir=cache).origin == "local_file"
+    assert server.requests == 0
 
 
 def test_corrupt_cache_is_replaced(tmp_path: Path, server: ScriptedServer) -> None:

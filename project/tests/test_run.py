@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,13 @@ CHECKPOINTS = ("best", "last")
 # 2 steps, so that a kill usually lands with logged steps past the newest checkpoint.
 RESUME_SETTINGS = ("--set", "train.checkpoint_every_steps=5", "--set", "train.sync_every_steps=2")
 RESUME_EPOCHS = ("--epochs", "2")
+# An absurd peak rate (1e6) really drives the tiny model to NaN within a few steps; a
+# checkpoint every step makes last.pt the newest state before the bad step.
+DIVERGING = (
+    *("--set", "train.lr=1e6"),
+    *("--set", "train.min_lr=0"),
+    *("--set", "train.checkpoint_every_steps=1"),
+)
 
 
 def train_records(out_dir: Path) -> list[dict[str, Any]]:
@@ -161,12 +169,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_a_finite_checkpoint(
     with_prepared_data: Callable[[Path], Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # An absurd peak rate (1e6) really drives the tiny model to NaN within a few steps;
-    # a checkpoint every step makes last.pt the newest state before the bad step.
     out = with_prepared_data(tmp_path / "nan")
-    settings = ["train.lr=1e6", "train.min_lr=0", "train.checkpoint_every_steps=1"]
-    argv = tiny_cli("train", out, *(a for s in settings for a in ("--set", s)))
-    code = run.main(argv)
+    code = run.main(tiny_cli("train", out, *DIVERGING))
     error = capsys.readouterr().err
     assert code != 0
     records = [r for r in read_jsonl(work_file(out, LOG_FILE)) if r["kind"] == "train"]
@@ -266,25 +270,105 @@ def test_resume_after_sigkill_continues_bit_for_bit(
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_resume_under_another_config_starts_fresh_and_says_why(
+@pytest.fixture
+def stopped_run(
+    tmp_path: Path, tiny_cli: Argv, with_prepared_data: Callable[[Path], Path]
+) -> tuple[Path, list[str]]:
+    """A run that stopped at a non-finite loss: its work folder (and last.pt) stay behind.
+    Returns the folder and its --set options.
+    """
+    out = with_prepared_data(tmp_path / "stopped")
+    assert run.main(tiny_cli("train", out, *DIVERGING)) != 0
+    assert work_file(out, LAST).is_file()
+    return out, list(DIVERGING)
+
+
+def test_strict_resume_under_other_settings_refuses_and_lists_them(
+    stopped_run: tuple[Path, list[str]], tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, options = stopped_run
+    before = work_file(out, LAST).read_bytes()
+    capsys.readouterr()
+    code = run.main(tiny_cli("train", out, "--resume", *options, "--set", "model.d_model=64"))
+    error = capsys.readouterr().err
+    assert code == 1 and "cannot resume" in error and "changed: model.d_model" in error
+    assert "Traceback" not in error
+    assert work_file(out, LAST).read_bytes() == before, "the checkpoint is kept as it was"
+
+
+def test_resume_applies_settings_that_are_safe_to_change(
+    stopped_run: tuple[Path, list[str]], tiny_cli: Argv, caplog: pytest.LogCaptureFixture
+) -> None:
+    out, options = stopped_run
+    safe = ["--set", "train.checkpoint_every_steps=2", "--set", "train.sync_every_steps=5"]
+    with caplog.at_level("INFO"):
+        run.main(tiny_cli("train", out, "--resume", *options, *safe))
+    assert re.search(
+        r"resumed from \S+ at step \d+ \(changed on resume: "
+        r"train.checkpoint_every_steps, train.sync_every_steps\)",
+        caplog.text,
+    )
+
+
+def test_workflow_resume_under_another_config_starts_fresh_and_says_why(
+    stopped_run: tuple[Path, list[str]], tiny_cli: Argv, caplog: pytest.LogCaptureFixture
+) -> None:
+    out, _ = stopped_run
+    # What the workflow passes: a changed learning rate would mix two runs, so start over.
+    with caplog.at_level("WARNING"):
+        argv = tiny_cli("train", out, "--resume", "restart-on-change", "--set", "train.lr=2e-3")
+        assert run.main(argv) == 0
+    assert "changed: train.lr, train.min_lr)" in caplog.text
+    assert read_json(output(out, "summary"))["resumed_from_step"] is None
+    assert not output(out, "work_dir").exists(), "a finished run drops its work folder"
+
+
+def test_a_second_trainer_on_the_same_folder_stops_at_once(
     tmp_path: Path,
     tiny_cli: Argv,
     with_prepared_data: Callable[[Path], Path],
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # A run that stops at a non-finite loss leaves its work folder (and last.pt) behind.
-    out = with_prepared_data(tmp_path / "changed")
-    settings = ["train.lr=1e6", "train.min_lr=0", "train.checkpoint_every_steps=1"]
-    assert run.main(tiny_cli("train", out, *(a for s in settings for a in ("--set", s)))) != 0
-    assert work_file(out, LAST).is_file()
-    # Resuming it under a different learning rate would mix two runs: it starts over.
-    with caplog.at_level("WARNING"):
-        assert run.main(tiny_cli("train", out, "--resume", "--set", "train.lr=2e-3")) == 0
-    assert "changed: train.lr, train.min_lr, train.checkpoint_every_steps" in caplog.text
-    assert read_json(output(out, "summary"))["resumed_from_step"] is None
-    assert not output(out, "work_dir").exists(), (
-        "a finished run publishes and drops its work folder"
+    out = with_prepared_data(tmp_path / "busy")
+    argv = tiny_cli("train", out, *RESUME_EPOCHS)
+    first = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "run.py"), *argv],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    try:
+        deadline = time.monotonic() + 120
+        while not logged_steps_so_far(work_file(out, LOG_FILE)):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert run.main(argv) == 1
+        assert time.monotonic() - started < 10, "the second run must stop at once"
+        error = capsys.readouterr().err
+        assert f"process {first.pid}" in error and "is in use" in error
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_stages_refuse_inputs_that_differ_from_their_record(
+    quick_run: Path, tmp_path: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edited vocabulary, or a training log cut at a line boundary: evaluate names the
+    file and how to rebuild it, instead of scoring with the wrong data.
+    """
+    for name, producer in (("vocab", "prepare"), ("train_log", "train")):
+        out = tmp_path / name
+        shutil.copytree(quick_run, out)
+        damaged = output(out, name)
+        lines = damaged.read_text(encoding="utf-8").splitlines(keepends=True)
+        damaged.write_text("".join(lines[:-1]), encoding="utf-8")
+        capsys.readouterr()
+        assert run.main(tiny_cli("evaluate", out)) == 1
+        error = capsys.readouterr().err
+        assert str(damaged) in error and f"--forcerun {producer}" in error
 
 
 def test_own_text_without_a_digest_is_named_and_recorded(
@@ -314,3 +398,34 @@ def test_sample_prompt_outside_the_vocabulary_names_the_characters(
     error = capsys.readouterr().err
     assert "sample.prompt" in error and "U+00E9" in error and "U+20AC" in error
     assert output(quick_run, "samples").read_bytes() == before
+
+
+def test_only_the_projects_own_errors_become_one_line_messages(
+    prepared_run_dir: Path, tiny_cli: Argv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bug (here: PyTorch's ValueError for a shape mismatch, planted in the evaluator)
+    keeps its traceback; it must not pass for a problem of the user's settings.
+    """
+    out = tmp_path / "bug"
+    shutil.copytree(prepared_run_dir, out)
+
+    def broken(*_args: object) -> None:
+        raise ValueError("Expected input batch_size (64) to match target batch_size (32).")
+
+    monkeypatch.setattr(run, "evaluate", broken)
+    assert run.main(tiny_cli("train", out)) == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        run.main(tiny_cli("evaluate", out))
+
+
+def test_a_full_disk_gives_one_line_and_no_partial_data(
+    small_tmpfs: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The prepared splits (2 MB) do not fit a real 64 KiB filesystem."""
+    out = small_tmpfs / "out"
+    assert run.main(tiny_cli("prepare", out)) == 1
+    error = capsys.readouterr().err
+    assert "no space left" in error and str(output(out, "train_ids")) in error
+    assert "Traceback" not in error
+    assert not output(out, "manifest").exists()
+    assert not [p for p in out.rglob("*") if p.is_file()], "nothing half-written is left"

@@ -1,16 +1,21 @@
-"""T1 loss, T2 optimiser groups, T3 schedule."""
+"""T1 loss, T2 optimiser groups, T3 schedule, T7 checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
+import os
+import pickle
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from model.gpt import CharGPT
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule, learning_rate, warmup_steps
 from utils.config import TrainConfig, load
@@ -132,3 +137,92 @@ def test_lambda_schedule_sets_the_optimizer_rate_of_each_step(
             assert group["lr"] == pytest.approx(learning_rate(step, total, plan_train), rel=1e-12)
         optimizer.step()
         schedule.step()
+
+
+# -- T7 -------------------------------------------------------------------------------------
+
+
+def checkpoint_state(make_model: Callable[..., CharGPT]) -> dict[str, Any]:
+    return {"model": make_model().state_dict(), "state": {"step": 3}}
+
+
+def test_save_checkpoint_removes_the_leftovers_of_killed_saves(
+    tmp_path: Path, make_model: Callable[..., CharGPT]
+) -> None:
+    leftovers = [tmp_path / ".last.pt.ab12cd34.tmp", tmp_path / ".best.pt.k3j_9x2q.tmp"]
+    kept = [tmp_path / "best.pt", tmp_path / "train_log.jsonl"]
+    for path in leftovers + kept:
+        path.write_bytes(b"x")
+    save_checkpoint(tmp_path / "last.pt", checkpoint_state(make_model))
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.is_file() for path in kept)
+    assert load_checkpoint(tmp_path / "last.pt")["state"] == {"step": 3}
+
+
+class Payload:
+    """Unpickling it would run a shell command (a harmless one: it creates a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def assert_names_the_rebuild(error: CheckpointError, path: Path) -> None:
+    message = str(error)
+    assert str(path) in message
+    assert "snakemake --forcerun train" in message and "python run.py train" in message
+    assert "weights_only" not in message and "trust" not in message
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_load_checkpoint_refuses_a_pickle_with_a_payload(
+    tmp_path: Path, make_model: Callable[..., CharGPT], writer: str
+) -> None:
+    marker, path = tmp_path / "payload-ran", tmp_path / "best.pt"
+    state = {**checkpoint_state(make_model), "extra": Payload(marker)}
+    if writer == "torch.save":
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    with pytest.raises(CheckpointError, match="is not a checkpoint this project wrote") as caught:
+        load_checkpoint(path)
+    assert_names_the_rebuild(caught.value, path)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert not marker.exists(), "the payload never ran"
+
+
+TRUNCATIONS: dict[str, Callable[[int], int]] = {
+    "half": lambda size: size // 2,
+    "all-but-1%": lambda size: size - size // 100,
+    "10-bytes": lambda size: 10,
+    "empty": lambda size: 0,
+}
+
+
+@pytest.mark.parametrize("kept", TRUNCATIONS.values(), ids=TRUNCATIONS.keys())
+def test_load_checkpoint_reports_a_truncated_file(
+    tmp_path: Path, make_model: Callable[..., CharGPT], kept: Callable[[int], int]
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, checkpoint_state(make_model))
+    data = path.read_bytes()
+    path.write_bytes(data[: kept(len(data))])
+    with pytest.raises(CheckpointError, match="damaged or truncated") as caught:
+        load_checkpoint(path)
+    assert_names_the_rebuild(caught.value, path)
+
+
+def test_load_checkpoint_passes_other_runtime_errors_through(
+    tmp_path: Path, make_model: Callable[..., CharGPT], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, checkpoint_state(make_model))
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch, "load", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        load_checkpoint(path)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from data.loader import TrainBatches
 from model.gpt import CharGPT
-from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule
 from utils.config import Config, changed_keys
@@ -39,12 +39,28 @@ logger = logging.getLogger(__name__)
 
 # Names inside the work folder, private to training: the outputs are named by the caller.
 LOG_FILE = "train_log.jsonl"
+# Settings a resumed run may change: how often it validates, saves, reads losses back, and
+# whether it compiles; not what it computes. They are left out of the fingerprint.
+SAFE_ON_RESUME = (
+    "train.eval_every_steps",
+    "train.checkpoint_every_steps",
+    "train.sync_every_steps",
+    "train.compile",
+    "train.compile_mode",
+)
+# How `train` treats an existing checkpoint: ignore it, continue from it (refusing one made
+# under other settings), or continue from it when it matches and start over when not.
+RESUME_MODES = ("off", "strict", "restart-on-change")
 # Losses averaged for "first" and "final" training loss: single steps are noisy.
 LOSS_WINDOW = 10
 
 
 class NonFiniteError(RuntimeError):
     """T4: a loss or gradient norm became NaN or Inf."""
+
+
+class ResumeError(RuntimeError):
+    """A strict resume found a checkpoint made under other settings or data."""
 
 
 @dataclass
@@ -94,7 +110,7 @@ class Trainer:
         self.model = model
         self.config = config
         self.raw_config = raw_config
-        self.fingerprint = fingerprint({"config": raw_config, "data": data or {}})
+        self.fingerprint = fingerprint({"config": without_safe(raw_config), "data": data or {}})
         self.train_config = config.train
         self.device = train_ids.device
         self.precision = precision
@@ -229,13 +245,33 @@ class Trainer:
 
     # -- resume -------------------------------------------------------------------------
 
-    def _start(self, resume: bool) -> int | None:
+    def _start(self, resume: str) -> int | None:
         """Fresh start, or continue from the work folder's last.pt when it was made under
-        the same configuration and data; returns the step resumed from.
+        the same settings (SAFE_ON_RESUME aside) and data; returns the step resumed from.
         """
         last = self.work_dir / LAST
-        checkpoint = load_checkpoint(last, self.device) if resume and last.is_file() else None
-        if checkpoint is not None and checkpoint.get("fingerprint") == self.fingerprint:
+        checkpoint = self._load_last(resume) if resume != "off" and last.is_file() else None
+        if checkpoint is not None and checkpoint.get("fingerprint") != self.fingerprint:
+            changed = [
+                key
+                for key in changed_keys(checkpoint["config"], self.raw_config)
+                if key not in SAFE_ON_RESUME
+            ] or ["the training data"]
+            if resume == "strict":
+                raise ResumeError(
+                    f"cannot resume from {last}: it was made under other settings (changed: "
+                    f"{', '.join(changed)}; safe to change on resume: "
+                    f"{', '.join(SAFE_ON_RESUME)}). Restore them, or run without --resume to "
+                    "start over"
+                )
+            logger.warning(
+                "not resuming: %s was made under other settings (changed: %s); "
+                "starting from step 0",
+                last,
+                ", ".join(changed),
+            )
+            checkpoint = None
+        if checkpoint is not None:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.schedule.load_state_dict(checkpoint["schedule"])
@@ -245,23 +281,31 @@ class Trainer:
             kept = [r for r in read_jsonl(self.log_path) if r["step"] <= self.state.step]
             write_jsonl(self.log_path, kept)
             self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
-            logger.info("resumed from %s at step %d", last, self.state.step)
-            return self.state.step
-        if checkpoint is not None:
-            changed = changed_keys(checkpoint["config"], self.raw_config) or ["the data"]
-            logger.warning(
-                "not resuming: %s was made under another training configuration "
-                "(changed: %s); starting from step 0",
+            applied = changed_keys(checkpoint["config"], self.raw_config)
+            logger.info(
+                "resumed from %s at step %d%s",
                 last,
-                ", ".join(changed),
+                self.state.step,
+                f" (changed on resume: {', '.join(applied)})" if applied else "",
             )
-        elif resume:
+            return self.state.step
+        if resume != "off" and not last.is_file():
             logger.info("no checkpoint in %s yet: starting from step 0", self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         for name in (BEST, LAST):
             (self.work_dir / name).unlink(missing_ok=True)
         write_jsonl(self.log_path, [])
         return None
+
+    def _load_last(self, resume: str) -> dict[str, Any] | None:
+        """The work folder's last.pt; a damaged one stops a strict resume, else is dropped."""
+        try:
+            return load_checkpoint(self.work_dir / LAST, self.device)
+        except CheckpointError as error:
+            if resume == "strict":
+                raise
+            logger.warning("not resuming: %s; starting from step 0", error)
+            return None
 
     def publish(self, log: Path, best: Path, last: Path) -> None:
         """Move the finished log and checkpoints to their files; the work folder goes."""
@@ -273,8 +317,8 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def train(self, resume: bool = False) -> dict[str, Any]:
-        """Run (or continue) training; returns the figures of train_summary.json."""
+    def train(self, resume: str = "off") -> dict[str, Any]:
+        """Run (or continue, RESUME_MODES) training; returns train_summary.json's figures."""
         resumed_from = self._start(resume)
         config = self.train_config
         progress = Progress(config.epochs, self.batches.steps_per_epoch, self.state)
@@ -406,3 +450,12 @@ class Progress:
 def fingerprint(payload: dict[str, Any]) -> str:
     """SHA-256 of a JSON-able mapping, independent of key order."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def without_safe(raw_config: dict[str, Any]) -> dict[str, Any]:
+    """Training's settings less SAFE_ON_RESUME: what a checkpoint must match to resume."""
+    kept = json.loads(json.dumps(raw_config))
+    for key in SAFE_ON_RESUME:
+        section, name = key.split(".")
+        kept.get(section, {}).pop(name, None)
+    return kept

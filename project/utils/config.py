@@ -225,16 +225,29 @@ def _parse_yaml(path: Path) -> dict[str, Any]:
     """Each file is parsed once a process: the workflow resolves many runs of the same files."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # bytes: PyYAML itself reports text that is not UTF-8
         try:
             loaded = yaml.safe_load(handle)
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {_yaml_problem(error)}"
+            ) from error
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded)}")
     return loaded
+
+
+def _yaml_problem(error: yaml.YAMLError, column_offset: int = 0) -> str:
+    """`line L, column C: problem` from PyYAML's error (1-based, as editors count);
+    `column_offset` shifts columns on the first line (the key before a `--set` value).
+    """
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return " ".join(str(error).split())  # e.g. a control character: PyYAML names no line
+    mark = error.problem_mark
+    column = mark.column + (column_offset if mark.line == 0 else 0)
+    return f"line {mark.line + 1}, column {column + 1}: {error.problem}"
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -259,7 +272,11 @@ def parse_assignment(text: str) -> dict[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value (for example train.lr=3e-4), got {text!r}")
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as error:
+        problem = _yaml_problem(error, column_offset=len(key) + 1)
+        raise ConfigError(f"--set {text!r} is not valid YAML: {problem}") from error
     nested: dict[str, Any] = {}
     node = nested
     parts = key.split(".")

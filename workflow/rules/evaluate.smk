@@ -36,7 +36,9 @@ rule sample:
         config=stage_config("sample"),
         code=stage_code("sample"),
         vocab=rules.prepare.output.vocab,
+        manifest=rules.prepare.output.manifest,
         best=rules.train.output.best,
+        summary=rules.train.output.summary,
     output:
         samples=report(f"{RUN}/samples.txt", category="Samples", subcategory="{run}"),
         samples_meta=f"{RUN}/samples.json",

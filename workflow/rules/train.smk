@@ -31,5 +31,5 @@ rule train:
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py train --resume --stage-config {input.config} {params.files}"
+        " python project/run.py train --resume restart-on-change --stage-config {input.config} {params.files}"
         " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

@@ -5,7 +5,23 @@ with the command's exit code (a command killed by signal N gives 128 + N)::
 
     python workflow/scripts/gpu_monitor.py --out-prefix results/run1/monitor/train \\
         [--memory-interval 0.05] [--slow-interval 0.5] [--device-uuid GPU-...] \\
-        [--slot-dir .snakemake/gpu-slots] -- python project/run.py train ...
+        [--slot-dir .snakemake/gpu-slots] [--kill-after 10] -- python project/run.py train ...
+
+The command dies with the wrapper. It runs in a process group of its own, whose leader, a
+small guard process, SIGKILLs the whole group (the command's children too, unless they leave
+it) once the wrapper has ended, however it ended; on Linux the kernel also SIGKILLs the
+command itself the moment the wrapper dies (PR_SET_PDEATHSIG). Being in its own group, the
+command gets no signal meant for a terminal's foreground group (Ctrl-C), and must not read
+from a terminal. SIGTERM, SIGHUP or SIGINT to the wrapper sends SIGTERM to the group, then
+SIGKILL if the command still runs --kill-after seconds later; the results are written and the
+wrapper exits with 128 + the number of the signal it got.
+
+Exit codes: the command's own (128 + N for signal N); 128 + N when the wrapper was stopped by
+signal N; 127 when the command was not found, 126 when it could not be executed (the results
+are still written, with the reason); 2 when the folder of --out-prefix cannot be written
+(checked before the command runs, which then does not run; also for bad arguments). When the
+results cannot be written at the end (a full disk), the wrapper says so in one line and exits
+with the command's code if that is not 0, else 1.
 
 GPU slots (``--slot-dir DIR``): with ``snakemake --resources gpu=N`` up to N jobs run at once
 and Snakemake does not say which GPU each may use, so the wrapper claims one itself. The
@@ -40,7 +56,11 @@ With no GPU the file holds just the header.
     reason                      why not (the NVML error text), null when available
     device                      {index, name, uuid, driver_version}; index is null when the
                                 device was chosen by UUID
-    command, exit_code          the wrapped command (argv list) and its exit code (CLI only)
+    command, exit_code          (CLI only) the wrapped command (argv list) and the wrapper's
+                                exit code (see "Exit codes" above)
+    error                       (CLI only) null, or one line: why the command could not run
+                                ("cannot run 'x': command not found"), or which signal
+                                stopped the wrapper and the exit code the command then had
     gpu_slot                    (CLI only) null without --slot-dir, else
                                 {device, source, waited_s, slot_dir}: the device entry the job
                                 was given (null when the machine has no GPU, so no slot was
@@ -75,10 +95,14 @@ With no GPU the file holds just the header.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import errno
 import fcntl
 import itertools
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -86,7 +110,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -110,6 +134,20 @@ DEVICE_MINUS_BASELINE = "device_used_minus_baseline"
 FAKE_GPUS_VARIABLE = "CHARGPT_FAKE_GPUS"
 FAKE_GPUS_SOURCE = f"fake ({FAKE_GPUS_VARIABLE})"
 SLOT_POLL_S = 0.2
+PROG = "gpu_monitor.py"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+KILL_AFTER_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The leader of the command's process group (see _process_group): it ignores the stop signals
+# that the group is sent, says it is ready, waits for EOF on stdin, then kills its group.
+GUARD_CODE = """\
+import os, signal, sys
+for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(number, signal.SIG_IGN)
+print(flush=True)
+sys.stdin.buffer.read()
+os.kill(0, signal.SIGKILL)
+"""
 
 
 @dataclass
@@ -518,34 +556,109 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def run_child(command: list[str]) -> int:
-    """Run `command` with inherited stdout/stderr; return its exit code, 128 + N for signal N."""
-    child: subprocess.Popen[bytes] | None = None
+def run_child(command: list[str], kill_after: float = KILL_AFTER_S) -> tuple[int, str | None]:
+    """Run `command` in a process group of its own; return (exit code, error).
 
-    def forward_sigterm(signum: int, _frame: object) -> None:
-        # A scheduler may stop the job by signalling only this wrapper; pass it on so the
-        # child ends, and the results are still written.
-        if child is not None:
-            child.send_signal(signum)
+    The exit code is the command's own, 128 + N if signal N ended it, 127 if it was not found,
+    126 if it could not be executed, or 128 + N if this process was sent the stop signal N
+    (SIGTERM, SIGHUP, SIGINT). Then the whole group gets SIGTERM, and SIGKILL if the command
+    still runs `kill_after` seconds later. error: None, else one line saying why the command
+    did not run or was stopped. Whatever the outcome, the group is SIGKILLed on return, so
+    nothing the command left running outlives it (see _process_group).
+    """
+    stop_signals: list[int] = []
+    with _process_group() as group:
+        timer = threading.Timer(kill_after, os.killpg, (group, signal.SIGKILL))
 
-    def ignore_sigint(_signum: int, _frame: object) -> None:
-        # Ctrl-C reaches the whole foreground process group, the child included; let the child
-        # decide, and wait for it. (A handler, not SIG_IGN, which the child would inherit.)
+        def stop(signum: int, _frame: object) -> None:
+            # A scheduler or a terminal signals only this wrapper (the command's group is not
+            # the terminal's foreground group): pass it on, then wait for the command as usual,
+            # so that the results are still written. Only the first stop signal acts.
+            if not stop_signals:
+                os.killpg(group, signal.SIGTERM)
+                timer.start()
+            stop_signals.append(signum)
+
+        previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+        try:
+            if os.sep not in command[0] and shutil.which(command[0]) is None:
+                # Searched as a shell does: exec would report a PATH folder that it may not
+                # search (EACCES) rather than the missing command.
+                raise FileNotFoundError(errno.ENOENT, "command not found")
+            child = subprocess.Popen(
+                command, process_group=group, preexec_fn=_die_with_parent_hook()
+            )
+            returncode = child.wait()
+        except OSError as err:
+            exit_code = 127 if isinstance(err, FileNotFoundError) else 126
+            return exit_code, f"cannot run {command[0]!r}: {err.strerror}"
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            timer.cancel()
+    exit_code = 128 - returncode if returncode < 0 else returncode
+    if not stop_signals:
+        return exit_code, None
+    name = signal.Signals(stop_signals[0]).name
+    error = f"{name} received: sent SIGTERM to the command, which ended with exit code {exit_code}"
+    return 128 + stop_signals[0], error
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[int]:
+    """Yield the ID of a new process group that is SIGKILLed whole when this process ends.
+
+    Its leader is a guard process (GUARD_CODE) that ignores stop signals and reads a pipe that
+    only this process holds open. The pipe ends when the `with` block ends or this process
+    dies, however it dies (even by SIGKILL); then the guard kills its group, itself included.
+    As the leader lives as long as this process, the group's ID cannot be reused meanwhile.
+    """
+    guard_argv = [sys.executable, "-I", "-S", "-c", GUARD_CODE]
+    with subprocess.Popen(
+        guard_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0
+    ) as guard:
+        assert guard.stdout is not None
+        guard.stdout.readline()  # it ignores stop signals from now on
+        yield guard.pid
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec_fn after which the kernel SIGKILLs the child when this process dies.
+
+    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. It runs in the forked child before
+    exec while the sampling thread may run, so it calls only a libc function found here, in
+    the parent: nothing that takes a lock another thread could have held at the fork.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl: the kernel will not tell
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent
+
+
+def _check_folder(folder: Path) -> None:
+    """Create `folder` if needed and write a file in it; raise OSError if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
         pass
 
-    previous_term = signal.signal(signal.SIGTERM, forward_sigterm)
-    previous_int = signal.signal(signal.SIGINT, ignore_sigint)
-    try:
-        child = subprocess.Popen(command)
-        returncode = child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-    return 128 - returncode if returncode < 0 else returncode
+
+def _print_error(message: str) -> None:
+    """Print one line on stderr; a stderr that is gone (a hung-up terminal) changes nothing."""
+    with contextlib.suppress(OSError):
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run a command and sample the GPU meanwhile.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Run a command and sample the GPU meanwhile."
+    )
     parser.add_argument("--out-prefix", required=True, type=Path, help="writes PREFIX.csv/.json")
     parser.add_argument("--memory-interval", type=float, default=0.05, help="seconds")
     parser.add_argument("--slow-interval", type=float, default=0.5, help="seconds")
@@ -553,15 +666,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--slot-dir", type=Path, help="claim a free GPU through lock files in this folder"
     )
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=KILL_AFTER_S,
+        help="seconds a stopped command gets between SIGTERM and SIGKILL (default %(default)s)",
+    )
     parser.add_argument("command", nargs="+", help="the command to run, after --")
     args = parser.parse_args(argv)
     if args.memory_interval <= 0 or args.slow_interval <= 0:
         parser.error("intervals must be positive")
+    if args.kill_after < 0:
+        parser.error("--kill-after must not be negative")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    folder = args.out_prefix.parent
+    try:
+        # Before the command runs: once it has, its exit code must not be lost to a bad path.
+        _check_folder(folder)
+    except OSError as err:
+        _print_error(f"cannot write the results in {str(folder)!r}: {err.strerror}")
+        return 2
     gpu_slot = None
     if args.slot_dir is not None:
         # Before the monitor starts, so that the wait is not sampled and the baseline is
@@ -579,11 +707,19 @@ def main(argv: list[str] | None = None) -> int:
     # a descendant of this process, so the default pid covers it.
     monitor.start()
     try:
-        exit_code = run_child(args.command)
+        exit_code, error = run_child(args.command, args.kill_after)
     finally:
         monitor.stop()
-    extra = {"command": args.command, "exit_code": exit_code, "gpu_slot": gpu_slot}
-    monitor.write(args.out_prefix, extra)
+    if error is not None:
+        _print_error(error)
+    extra = {"command": args.command, "exit_code": exit_code, "error": error, "gpu_slot": gpu_slot}
+    try:
+        monitor.write(args.out_prefix, extra)
+    except OSError as err:
+        # Say so, but fail with the command's own code when it failed (e.g. a disk full of
+        # checkpoints): that is the failure to report.
+        _print_error(f"cannot write the results {args.out_prefix}.csv/.json: {err}")
+        return exit_code or 1
     return exit_code
 
 

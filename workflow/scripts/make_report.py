@@ -9,6 +9,7 @@ component table; it writes `snakemake.output`.
 
 import ast
 import csv
+import hashlib
 import json
 import math
 import os
@@ -50,6 +51,17 @@ def read_benchmark(path: Path) -> dict[str, str]:
 def read_series(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def recorded(path: str, summary: dict[str, Any]) -> str:
+    """`path` (the training log), checked against the SHA-256 the train stage recorded."""
+    expected = summary["files"]["train_log"]["sha256"]
+    if hashlib.sha256(Path(path).read_bytes()).hexdigest() != expected:
+        raise SystemExit(
+            f"error: {path} is not the log the train stage wrote (its SHA-256 differs from "
+            "train_summary.json's record); rebuild it: snakemake --forcerun train"
+        )
+    return path
 
 
 def by_stage(paths: Iterable[str], suffix: str) -> dict[str, Path]:
@@ -358,7 +370,7 @@ def build_report(inputs: Any, outputs: Any, params: Any) -> str:
         known.append(f"No GPU figures in this run: {reason}.")
     report_dir = Path(outputs.report).parent
     plots = Path(outputs.plots)
-    plot_losses(read_jsonl(inputs.train_log), plots / "loss.png")
+    plot_losses(read_jsonl(recorded(inputs.train_log, summary)), plots / "loss.png")
     if any(series.values()):
         plot_gpu(series, monitors, plots / "gpu.png")
         gpu_figure = f"![GPU memory and utilisation]({relative(plots / 'gpu.png', report_dir)})"
