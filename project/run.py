@@ -149,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, default in FILES.items():
         users = [stage for stage, names in STAGE_FILES.items() if name in names]
         files.add_argument(
-            f"--{name.replace('_', '-')}",
+            option(name),
             type=Path,
             metavar="PATH",
             help=f"{', '.join(users)}; default <out-dir>/{default}",
@@ -158,6 +158,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- configuration and files ----------------------------------------------------------
+
+
+def option(name: str) -> str:
+    """The command-line option of a file: `train_log` → `--train-log`."""
+    return f"--{name.replace('_', '-')}"
 
 
 def resolve(args: argparse.Namespace) -> Resolved:
@@ -187,6 +192,8 @@ def stage_config(args: argparse.Namespace) -> Config:
     ] + (["set"] if args.assignments else [])
     if chosen:
         raise UsageError(f"--stage-config replaces --{', --'.join(chosen)}; pass one or the other")
+    if not args.stage_config.is_file():
+        raise UsageError(f"--stage-config {args.stage_config}: no such file")
     try:
         return build(read_json(args.stage_config), sections)
     except ConfigError as error:
@@ -198,7 +205,7 @@ def stage_files(args: argparse.Namespace, stage: str) -> Files:
     given = {name for name in FILES if getattr(args, name) is not None}
     foreign = sorted(given - set(STAGE_FILES.get(stage, ())))
     if foreign:
-        options = ", ".join(f"--{name.replace('_', '-')}" for name in foreign)
+        options = ", ".join(option(name) for name in foreign)
         raise UsageError(f"{options}: not a file of stage `{stage}`")
     return {name: getattr(args, name) or args.out_dir / FILES[name] for name in FILES}
 
