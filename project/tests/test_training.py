@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import pickle
@@ -18,6 +19,7 @@ from model.gpt import CharGPT
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule, learning_rate, warmup_steps
+from training.trainer import log_until
 from utils.config import TrainConfig, load
 
 
@@ -226,3 +228,15 @@ def test_load_checkpoint_passes_other_runtime_errors_through(
     monkeypatch.setattr(torch, "load", out_of_memory)
     with pytest.raises(torch.OutOfMemoryError):
         load_checkpoint(path)
+
+
+def test_resume_keeps_the_log_up_to_the_checkpoint_and_drops_a_torn_line(
+    tmp_path: Path,
+) -> None:
+    """T7: a kill can cut the log's last line in the middle of its write."""
+    log = tmp_path / "train_log.jsonl"
+    records = [{"kind": "train", "step": step, "loss": 1.0 / step} for step in range(1, 6)]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    log.write_text(text + '{"kind": "train", "st', encoding="utf-8")
+    assert log_until(log, 3) == records[:3]
+    assert log_until(log, 99) == records

@@ -32,7 +32,7 @@ from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule
 from utils.config import Config, changed_keys
 from utils.device import autocast
-from utils.io import append_jsonl, read_jsonl, write_jsonl
+from utils.io import append_jsonl, write_jsonl
 from utils.seed import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -277,8 +277,7 @@ class Trainer:
             self.schedule.load_state_dict(checkpoint["schedule"])
             self.state = TrainState(**checkpoint["state"])
             set_rng_state(checkpoint["rng"])
-            # Keep the log up to the checkpoint: later lines belong to the lost run.
-            kept = [r for r in read_jsonl(self.log_path) if r["step"] <= self.state.step]
+            kept = log_until(self.log_path, self.state.step)
             write_jsonl(self.log_path, kept)
             self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
             applied = changed_keys(checkpoint["config"], self.raw_config)
@@ -459,3 +458,18 @@ def without_safe(raw_config: dict[str, Any]) -> dict[str, Any]:
         section, name = key.split(".")
         kept.get(section, {}).pop(name, None)
     return kept
+
+
+def log_until(path: Path, step: int) -> list[dict[str, Any]]:
+    """The log's records up to the checkpoint's `step`: later lines belong to the lost run,
+    and so does a last line that a kill cut in the middle of its write.
+    """
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if record["step"] <= step:
+            records.append(record)
+    return records
