@@ -11,7 +11,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+validate(config, SCHEMA)
 
 
 container: config["container"]

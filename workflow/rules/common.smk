@@ -5,12 +5,16 @@ import shlex
 import subprocess
 import sys
 
+import yaml
+
 # One folder per (run, seed): every file of that run lives under it.
 RUN = "results/{run}/seed{seed}"
+with open(SCHEMA, encoding="utf-8") as schema:
+    RUN_NAME = yaml.safe_load(schema)["properties"]["runs"]["propertyNames"]["pattern"]
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    run=RUN_NAME.removeprefix("^").removesuffix("$"),
     seed=r"\d+",
 
 
