@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from workflow_runs import run_and_kill_trainer, snakemake, tiny_repo
+
+from training.trainer import log_until
 
 # Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
 RESUMABLE = {
@@ -24,14 +27,9 @@ WORK_LOG = RUN / "train.resume" / "train_log.jsonl"
 
 def logged_steps(path: Path) -> int:
     """Training steps in a log that the trainer is appending to (a torn line is skipped)."""
-    steps = 0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                steps += json.loads(line)["kind"] == "train"
-            except json.JSONDecodeError:
-                continue
-    return steps
+    if not path.is_file():
+        return 0
+    return sum(record["kind"] == "train" for record in log_until(path, sys.maxsize))
 
 
 def killed_at(repo: Path, steps: int) -> int:

@@ -26,7 +26,7 @@ import run
 from data.loader import TrainBatches
 from training.checkpoint import LAST
 from training.optim import learning_rate
-from training.trainer import LOG_FILE
+from training.trainer import LOG_FILE, log_until
 from utils.config import load
 from utils.io import read_json, read_jsonl
 
@@ -55,15 +55,7 @@ def logged_steps_so_far(log_path: Path) -> list[int]:
     """Train steps of a log that another process is appending to (a torn last line is skipped)."""
     if not log_path.is_file():
         return []
-    steps = []
-    for line in log_path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record["kind"] == "train":
-            steps.append(record["step"])
-    return steps
+    return [r["step"] for r in log_until(log_path, sys.maxsize) if r["kind"] == "train"]
 
 
 def loss_sequence(out_dir: Path) -> list[tuple[str, int, float]]:
