@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from utils.inputs import sha256_of
+
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20  # stream files and downloads 1 MiB at a time
+CHUNK_BYTES = 1 << 20  # stream downloads 1 MiB at a time
 
 
 class DataSourceError(RuntimeError):
@@ -46,15 +48,6 @@ class _TruncatedBody(OSError):
 
 class _DownloadFailed(Exception):
     """Every download attempt failed, or one failed in a way that retrying cannot fix."""
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 digest of a file, read in chunks so large files need little memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_source(

@@ -277,13 +277,7 @@ def parse_assignment(text: str) -> dict[str, Any]:
     except yaml.YAMLError as error:
         problem = _yaml_problem(error, column_offset=len(key) + 1)
         raise ConfigError(f"--set {text!r} is not valid YAML: {problem}") from error
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
+    return nested(key, value)
 
 
 def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:

@@ -23,13 +23,18 @@ class StaleInputError(ValueError):
     """A file a stage reads differs from what its producer recorded."""
 
 
-def file_record(path: Path) -> dict[str, Any]:
-    """Size and SHA-256 of a file, as the producer records it."""
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 digest of a file, read in chunks so large files need little memory."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file, as the producer records it."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def require(paths: list[Path], producer: str) -> None:
