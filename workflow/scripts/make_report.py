@@ -22,10 +22,9 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-from report_plots import plot_gpu, plot_losses
+from report_plots import MIB, plot_gpu, plot_losses
 
 PLAN_ID = re.compile(r"\b([DMTE][1-9])\b")
-MIB = 1024**2
 
 
 # -- reading -------------------------------------------------------------------------
@@ -456,12 +455,17 @@ def relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def main(smk: Any) -> None:
-    text = build_report(smk.input, smk.output, smk.params)
-    out = Path(smk.output.report)
-    tmp = out.with_suffix(".md.tmp")
+def write_text(path: Path, text: str) -> None:
+    """Write atomically, so an interrupted job leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    os.replace(tmp, path)
+
+
+def main(smk: Any) -> None:
+    out = Path(smk.output.report)
+    write_text(out, build_report(smk.input, smk.output, smk.params))
     Path(smk.log[0]).write_text(f"wrote {out}\n", encoding="utf-8")
 
 

@@ -8,8 +8,6 @@ mean ± sample standard deviation over its seeds.
 No `from __future__` import: Snakemake puts its preamble above the script's first line.
 """
 
-import json
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (clusters, containers, CI)
 import matplotlib.pyplot as plt
-from tabulate import tabulate
 
+from make_report import read_json, table, write_text
 from report_plots import MIB, save
 
 HEADERS = [
@@ -51,11 +49,6 @@ class SeedResult:
 
 
 # -- reading -------------------------------------------------------------------------
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def seed_result(
@@ -140,8 +133,7 @@ def footnote(results: list[SeedResult]) -> str:
 
 def summary_markdown(results: list[SeedResult]) -> str:
     rows = [summary_row(run, group) for run, group in group_by_run(results).items()]
-    table = tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True)
-    return f"# Summary across runs and seeds\n\n{table}\n\n{footnote(results)}\n"
+    return f"# Summary across runs and seeds\n\n{table(rows, HEADERS)}\n\n{footnote(results)}\n"
 
 
 # -- the plot ------------------------------------------------------------------------
@@ -183,14 +175,6 @@ def plot_summary(results: list[SeedResult], path: Path) -> None:
 
 
 # -- writing -------------------------------------------------------------------------
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write atomically, so an interrupted job leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(inputs: Any, outputs: Any, params: Any) -> None:
