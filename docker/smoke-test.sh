@@ -26,6 +26,7 @@
 #   WORK_DIR         where the run's results go (default: a new temporary folder, kept)
 #   SNAKEMAKE_ARGS   extra arguments for the report stage (e.g. --config ...)
 #   SKIP_BUILD=1     reuse an existing IMAGE
+#   SKIP_RUN=1       only build IMAGE (and the debootstrap base): no runs (docker/compose-test.sh)
 #
 # What ran on the development machine (no Docker engine, no registry; see the README):
 #   ENGINE=podman BASE_IMAGE=debootstrap EXTRA_CA=/etc/ssl/certs/ca-certificates.crt \
@@ -43,6 +44,7 @@ DATA_MIRROR=${DATA_MIRROR:-$REPO/../shared/data}
 RUN_UID=${RUN_UID:-12345:12345}
 SNAKEMAKE_ARGS=${SNAKEMAKE_ARGS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_RUN=${SKIP_RUN:-0}
 DEBOOTSTRAP_BASE=localhost/chargpt-smoke-base:bookworm
 CODE_DIR=/opt/chargpt
 
@@ -151,6 +153,10 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 [ "$server_pid" = "" ] || { kill "$server_pid" 2>/dev/null || true; server_pid=""; }
 size_bytes=$(engine image inspect --format '{{.Size}}' "$IMAGE")
+if [ "$SKIP_RUN" = 1 ]; then
+  printf '\nbuilt %s (%s): %s s, %s MB\n' "$IMAGE" "$ENGINE" "$build_seconds" $(( size_bytes / 1000000 ))
+  exit 0
+fi
 
 # ------------------------------------------------------------------ run
 [ -f "$DATA_MIRROR/tinyshakespeare/input.txt" ] \

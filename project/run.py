@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from data.preprocess import UnusableTextError, prepare
 from model.gpt import CharGPT
 from testing.evaluator import evaluate, validation_loss
 from testing.sampler import sample_text
-from training.bench import benchmark
+from training.bench import VARIANT_NAMES, benchmark
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.trainer import RESUME_MODES, NonFiniteError, ResumeError, Trainer
 from utils.config import (
@@ -46,6 +47,7 @@ from utils.config import (
 )
 from utils.cost import StageCost
 from utils.device import DeviceError, resolve_device, resolve_precision
+from utils.distributed import Ranks, join, launch, leave, under_launcher
 from utils.inputs import MissingInputError, StaleInputError, file_record, require, verify
 from utils.io import DiskFullError, read_json, read_jsonl, write_json, write_text
 from utils.lock import BusyError, sole_writer
@@ -71,6 +73,7 @@ FILES = {
     "samples": "samples.txt",
     "samples_meta": "samples.json",
     **{f"{stage}_cost": f"cost/{stage}.json" for stage in STAGES},
+    "bench": "bench.json",
 }
 DATA = ("train_ids", "val_ids", "vocab", "manifest")
 # The train stage's files whose size and SHA-256 its summary records for their readers.
@@ -89,14 +92,18 @@ STAGE_FILES = {
         "evaluate_cost",
     ),
     "sample": ("vocab", "manifest", "best", "summary", "samples", "samples_meta", "sample_cost"),
+    "bench": (*DATA, "bench"),
 }
 CONFIG_DIR = "config"  # `all`: the resolved stage configs, as the workflow writes them
-BENCH = "bench.json"
 Files = dict[str, Path]
 
 
 class UsageError(ValueError):
     """Options that do not fit together (e.g. a file option of another stage)."""
+
+
+class LaunchError(RuntimeError):
+    """Training under torchrun failed (its processes said why)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,6 +145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--detect-anomaly",
         action="store_true",
         help="torch.autograd anomaly detection (slow): names the operation that made a NaN",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANT_NAMES,
+        help="bench only: measure this way of running the step alone (default: every one "
+        "this device runs)",
     )
     parser.add_argument(
         "--peak-tflops",
@@ -257,13 +270,37 @@ def run_prepare(config: Config, files: Files) -> dict[str, Any]:
 
 
 def run_train(config: Config, files: Files, resume: str) -> dict[str, Any]:
-    """T1-T8: train, validate every epoch, keep best.pt and last.pt (one writer at a time)."""
-    with sole_writer(files["work_dir"], "training"):
-        return train_stage(config, files, resume)
-
-
-def train_stage(config: Config, files: Files, resume: str) -> dict[str, Any]:
+    """T1-T8: train, validate every epoch, keep best.pt and last.pt (one writer at a time).
+    Under torchrun every process trains its share; rank 0 writes.
+    """
     device = resolve_device(config.device)
+    ranks = join(device)
+    try:
+        if not ranks.main:
+            return train_stage(config, files, resume, ranks.device(device), ranks)
+        with sole_writer(files["work_dir"], "training"):
+            return train_stage(config, files, resume, ranks.device(device), ranks)
+    finally:
+        leave()
+
+
+def run_distributed(config: Config, argv: list[str]) -> None:
+    """train.devices > 1: `run.py ARGV` (the train stage) under torchrun, one process a
+    device (NCCL on CUDA, gloo on the CPU).
+    """
+    devices = config.train.devices
+    logger.info("training on %d devices: starting torchrun", devices)
+    code = launch(devices, argv)
+    if code != 0:
+        raise LaunchError(
+            f"training under torchrun ({devices} processes) failed with exit code {code}; "
+            "the processes' own errors are above"
+        )
+
+
+def train_stage(
+    config: Config, files: Files, resume: str, device: torch.device, ranks: Ranks
+) -> dict[str, Any]:
     precision = resolve_precision(config.train.precision, device)
     seed_everything(config.seed)
     with StageCost("train", device) as cost:
@@ -281,9 +318,12 @@ def train_stage(config: Config, files: Files, resume: str) -> dict[str, Any]:
             precision,
             validate=lambda m: validation_loss(m, data, config.eval, precision),
             data={key: data.manifest[key] for key in ("source_sha256", "train_fraction")},
+            ranks=ranks,
         )
         summary = trainer.train(resume=resume)
         trainer.publish(files["train_log"], files["best"], files["last"])
+    if not ranks.main:
+        return summary
     summary.update(
         parameters=model.num_parameters(),
         parameters_by_module=model.parameters_by_module(),
@@ -314,7 +354,9 @@ def run_evaluate(config: Config, files: Files) -> dict[str, Any]:
         model, state, trained = load_best_model(files["best"], device)
         # Score in the precision the model was trained in (T5), not this stage's config.
         precision = resolve_precision(trained.train.precision, device)
-        metrics = evaluate(model, data, config.eval, precision)
+        started = time.perf_counter()
+        metrics = evaluate(model, data, config.eval, precision)  # ends reading sums back
+        cost.time("evaluation_s", started)
     metrics.update(checkpoint_step=state["best_step"], precision=precision)
     write_json(files["metrics"], metrics)
     write_json(files["evaluate_cost"], cost.record())
@@ -338,7 +380,9 @@ def run_sample(config: Config, files: Files) -> str:
     with StageCost("sample", device) as cost:
         tokenizer = CharTokenizer.load(files["vocab"])
         model, state, _ = load_best_model(files["best"], device)
+        started = time.perf_counter()
         text = sample_text(model, tokenizer, config.sample)
+        cost.figures["chars_per_s"] = config.sample.num_chars / cost.time("sampling_s", started)
     write_text(files["samples"], text + "\n")
     meta = {
         "plan_ids": ["E5"],
@@ -383,7 +427,14 @@ def run_all(args: argparse.Namespace) -> int:
         return build(resolved.view(stage), STAGE_SECTIONS[stage])
 
     run_prepare(view("prepare"), files)
-    summary = run_train(view("train"), files, args.resume)
+    train = view("train")
+    if train.train.devices > 1:
+        config_file = args.out_dir / CONFIG_DIR / "train.json"
+        argv = ["train", "--stage-config", str(config_file), "--out-dir", str(args.out_dir)]
+        run_distributed(train, [*argv, "--resume", args.resume])
+        summary = read_json(files["summary"])
+    else:
+        summary = run_train(train, files, args.resume)
     metrics = run_evaluate(view("evaluate"), files)
     text = run_sample(view("sample"), files)
     result = read_json(files["checks"])
@@ -407,14 +458,15 @@ def run_bench(args: argparse.Namespace) -> None:
     files = stage_files(args, "bench")
     if not files["manifest"].is_file():
         run_prepare(config, files)
-    report = benchmark(config, PreparedData.load(data_files(files)), args.peak_tflops)
-    write_json(args.out_dir / BENCH, report)
+    data = PreparedData.load(data_files(files))
+    write_json(files["bench"], benchmark(config, data, args.peak_tflops, args.variant))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(  # under torchrun, rank 0 alone reports progress
+        level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         if args.detect_anomaly:
@@ -427,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         config, files = stage_config(args), stage_files(args, args.stage)
         if args.stage == "prepare":
             run_prepare(config, files)
+        elif args.stage == "train" and config.train.devices > 1 and not under_launcher():
+            run_distributed(config, sys.argv[1:])
         elif args.stage == "train":
             run_train(config, files, args.resume)
         elif args.stage == "evaluate":
@@ -446,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         DiskFullError,
         UnusableTextError,
+        LaunchError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError | UsageError) else 1

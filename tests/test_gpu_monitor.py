@@ -629,12 +629,12 @@ def slot_env(**variables: str) -> dict[str, str]:
 
 
 def start_slot_job(
-    tmp_path: Path, name: str, env: dict[str, str], seconds: float
+    tmp_path: Path, name: str, env: dict[str, str], seconds: float, gpus: int = 1
 ) -> subprocess.Popen[str]:
     """Start the wrapper with --slot-dir tmp_path/slots around SLOT_JOB; stdout is piped."""
     argv = [
         *(sys.executable, str(SCRIPT), "--out-prefix", str(tmp_path / name)),
-        *("--slot-dir", str(tmp_path / "slots"), "--"),
+        *("--slot-dir", str(tmp_path / "slots"), "--gpus", str(gpus), "--"),
         *(sys.executable, "-c", SLOT_JOB, str(tmp_path / f"{name}.job.json"), str(seconds)),
     ]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
@@ -685,6 +685,27 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
         "gpu-0.lock",
         "gpu-1.lock",
     ]
+
+
+def test_cli_multi_gpu_job_takes_all_its_devices_or_waits_for_them(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0,1")
+    with start_slot_job(tmp_path, "one", env, seconds=1.0) as one:
+        assert one.stdout is not None and one.stdout.readline().strip().isdigit()
+        with start_slot_job(tmp_path, "pair", env, seconds=0.0, gpus=2) as pair:
+            _, one_job = finish(tmp_path, "one", one)
+            pair_slot, pair_job = finish(tmp_path, "pair", pair)
+    assert pair_slot["device"] == pair_job["cuda_visible"] == "0,1"
+    # One device was free all along; the pair started only once both were.
+    assert pair_slot["waited_s"] > 0.1
+    assert pair_job["start"] >= one_job["end"]
+    assert not is_locked(tmp_path / "slots" / "gpu-0.lock")
+
+
+def test_cli_job_needing_more_gpus_than_the_machine_has_is_refused(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0,1")
+    with start_slot_job(tmp_path, "big", env, seconds=0.0, gpus=3) as wrapper:
+        assert wrapper.wait(timeout=30) == 2
+    assert not (tmp_path / "big.job.json").exists()
 
 
 def test_cli_slot_of_a_killed_wrapper_is_free_again(tmp_path: Path, pids: list[int]) -> None:

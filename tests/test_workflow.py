@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 from workflow_runs import (
     CONSOLE,
+    FAKE_GPUS,
     REPO,
     SWEEP,
     configure,
     copy_repo,
     run_and_kill_trainer,
     snakemake,
+    tiny_repo,
     workflow_env,
 )
 
@@ -75,6 +77,9 @@ def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str,
         f"`tinyshakespeare` (1,115,394 characters, SHA-256 `{manifest['source_sha256']}`" in report
     )
     assert metrics["beats_unigram"] and summary["final_train_loss"] < summary["first_train_loss"]
+    # How the steps ran (T5), as the train summary recorded it.
+    assert re.search(r"\| Training step +\| fp32, eager, 1 process +\|", report)
+    assert summary["world_size"] == 1 and not summary["cuda_graph"]
     monitor = json.loads((folder / "monitor" / "train.json").read_text())
     if not monitor["gpu_available"]:
         assert monitor["reason"] and monitor["reason"] in report
@@ -406,3 +411,28 @@ def test_use_singularity_passes_gpus_with_nv(
     assert calls, "Snakemake never called apptainer exec"
     assert "--nv" in calls[0].split() and str(image) in calls[0]
     assert (repo / "results" / "quick" / "seed1337" / "data" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_device_run_asks_for_two_gpus_and_trains_under_torchrun(tmp_path: Path) -> None:
+    """train.devices: 2 on the FAKE two-GPU list: the train job takes both slots and trains
+    with 2 gloo processes (this machine's torch has no CUDA), the report says so.
+    """
+    runs = {"ddp": {"overrides": {"train.devices": 2}}}
+    repo = tiny_repo(tmp_path / "repo", runs=runs, seeds=[1])
+    result = snakemake(
+        repo,
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=2",
+        "--until",
+        "train",
+        env=workflow_env(**FAKE_GPUS),
+    )
+    folder = repo / "results" / "ddp" / "seed1"
+    assert (
+        json.loads((folder / "monitor" / "train.json").read_text())["gpu_slot"]["device"] == "0,1"
+    )
+    assert json.loads((folder / "train_summary.json").read_text())["world_size"] == 2
+    assert "training on 2 devices: starting torchrun" in result.stdout + result.stderr

@@ -6,6 +6,7 @@ training device and every batch is a gather there: no DataLoader, no host round 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,11 +29,21 @@ class TrainBatches:
     offset), so the number of steps, and with it the T3 schedule, is known up front.
     """
 
-    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.ids = ids
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
+        # Under DDP each process takes its share of every batch: rows [rank·B/N, (rank+1)·B/N).
+        self.share = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
         self.windows_per_epoch = (len(ids) - (block_size - 1)) // (block_size + 1)
         self.steps_per_epoch = self.windows_per_epoch // batch_size
         if self.steps_per_epoch < 1:
@@ -54,12 +65,18 @@ class TrainBatches:
         return torch.from_numpy(starts).to(self.ids.device)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (input, target) batches of shape (B, T); `skip` resumes mid-epoch."""
+        """Yield (input, target) batches of shape (B/N, T); `skip` resumes mid-epoch."""
         starts = self.window_starts(epoch)
         for step in range(skip, self.steps_per_epoch):
             batch_starts = starts[step * self.batch_size : (step + 1) * self.batch_size]
+            batch_starts = batch_starts[self.share]
             windows = self.ids[batch_starts[:, None] + self.window]
             yield windows[:, :-1], windows[:, 1:]
+
+    def endless(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of epochs 0, 1, 2, ... in order (benchmarks, tests)."""
+        for epoch in itertools.count():
+            yield from self.epoch(epoch)
 
 
 @dataclass(frozen=True)

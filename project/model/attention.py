@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model.rope import RotaryEmbedding
+
+
+@dataclass
+class KVCache:
+    """One layer's keys (RoPE applied) and values of the ids seen so far, for sampling:
+    each new id then costs one position, not the whole context.
+    """
+
+    keys: torch.Tensor | None = None  # (B, H, t, d_h)
+    values: torch.Tensor | None = None  # (B, H, t, d_h)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[-2]
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new positions; returns every position's keys and values."""
+        if self.keys is not None and self.values is not None:
+            k, v = torch.cat((self.keys, k), dim=-2), torch.cat((self.values, v), dim=-2)
+        self.keys, self.values = k, v
+        return k, v
 
 
 class CausalSelfAttention(nn.Module):
@@ -27,14 +50,21 @@ class CausalSelfAttention(nn.Module):
         self.proj_dropout = nn.Dropout(dropout)
         self.rope = rope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, T, d) → (B, T, d). With a cache, x holds the positions after the cached
+        ones: the whole prompt into an empty cache, then one id at a time.
+        """
         batch, length, width = x.shape
         q, k, v = self.qkv(x).split(width, dim=-1)
         # (B, T, d) → (B, H, T, d_h)
         q, k, v = (t.view(batch, length, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
-        q, k = self.rope(q), self.rope(k)
+        start = 0 if cache is None else cache.length
+        q, k = self.rope(q, start), self.rope(k, start)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        # One new position may see every cached one: the mask only matters for several.
         attended = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=length > 1, dropout_p=self.dropout if self.training else 0.0
         )
         merged = attended.transpose(1, 2).reshape(batch, length, width)
         return self.proj_dropout(self.proj(merged))

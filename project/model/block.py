@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.attention import CausalSelfAttention
+from model.attention import CausalSelfAttention, KVCache
 from model.feedforward import SwiGLU
 from model.norm import RMSNorm
 from model.rope import RotaryEmbedding
@@ -23,6 +23,6 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(d_model, eps)
         self.ffn = SwiGLU(d_model, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cache)
         return x + self.ffn(self.ffn_norm(x))

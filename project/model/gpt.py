@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.attention import KVCache
 from model.block import TransformerBlock
 from model.embedding import TokenEmbedding
 from model.init import init_weights
@@ -34,15 +35,16 @@ class CharGPT(nn.Module):
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         init_weights(self.blocks, config.init_std)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) → logits (B, T, V)."""
-        if ids.shape[-1] > self.config.block_size:
-            raise ValueError(
-                f"sequence of {ids.shape[-1]} exceeds the context T={self.config.block_size}"
-            )
+    def forward(self, ids: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """ids (B, T) → logits (B, T, V); with one KVCache a block, ids continue the cached
+        positions.
+        """
+        end = ids.shape[-1] + (caches[0].length if caches else 0)
+        if end > self.config.block_size:
+            raise ValueError(f"sequence of {end} exceeds the context T={self.config.block_size}")
         x = self.dropout(self.embedding(ids))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)
         return self.embedding.logits(self.final_norm(x))
 
     def num_parameters(self) -> int:
@@ -72,7 +74,9 @@ class CharGPT(nn.Module):
     ) -> list[int]:
         """M8 generate: sample `n` ids after the prompt, cropping the context to the last T.
 
-        Sampling uses its own generator seeded with `seed`, so samples are reproducible
+        While the context fits in T, a KV cache computes only each new position. Past T the
+        plan's crop changes every position's context, so each step recomputes the last T
+        ids. Sampling uses its own generator seeded with `seed`, so samples are reproducible
         and do not disturb the global random state.
         """
         was_training = self.training
@@ -80,8 +84,14 @@ class CharGPT(nn.Module):
         device = self.embedding.weight.device
         generator = torch.Generator(device=device).manual_seed(seed)
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        block_size = self.config.block_size
+        caches = [KVCache() for _ in self.blocks]
         for _ in range(n):
-            logits = self(ids[:, -self.config.block_size :])[:, -1, :].float() / temperature
+            if ids.shape[1] <= block_size:
+                logits = self(ids[:, caches[0].length :], caches)
+            else:
+                logits = self(ids[:, -block_size:])
+            logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -21,10 +21,12 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)  # (max_len, head_dim/2)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate x of shape (B, H, T, d_h); returns the same shape and dtype."""
-        length = x.shape[-2]
-        cos, sin = self.cos[:length], self.sin[:length]
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Rotate x of shape (B, H, T, d_h), whose first position is `start`; returns the
+        same shape and dtype.
+        """
+        end = start + x.shape[-2]
+        cos, sin = self.cos[start:end], self.sin[start:end]
         first, second = x.float().chunk(2, dim=-1)
         rotated = torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
         return rotated.to(x.dtype)

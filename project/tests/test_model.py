@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from model.attention import CausalSelfAttention
+from model.attention import CausalSelfAttention, KVCache
 from model.block import TransformerBlock
 from model.embedding import TokenEmbedding
 from model.feedforward import SwiGLU, swiglu_hidden_width
@@ -287,6 +287,22 @@ def test_generate_crops_the_context_to_block_size(make_model: Callable[..., Char
     cropped = model.generate(long_prompt[-16:], n=30, temperature=0.8, top_k=5, seed=3)
     assert len(got) == 30
     assert got == cropped
+
+
+def test_kv_cache_gives_the_full_forward_logits_one_position_at_a_time(
+    make_model: Callable[..., CharGPT],
+) -> None:
+    model = make_model(vocab_size=11).eval()  # block_size 16
+    ids = torch.randint(0, 11, (1, 16))
+    caches = [KVCache() for _ in model.blocks]
+    with torch.no_grad():
+        full = model(ids)
+        prefix = model(ids[:, :5], caches)
+        steps = [model(ids[:, t : t + 1], caches) for t in range(5, 16)]
+        cached = torch.cat([prefix, *steps], dim=1)
+        with pytest.raises(ValueError, match="exceeds the context T=16"):
+            model(ids[:, :1], caches)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
 
 
 def test_generate_with_top_k_1_is_greedy(make_model: Callable[..., CharGPT]) -> None:

@@ -127,16 +127,22 @@ def test_schedule_shape(plan_train: TrainConfig, total: int) -> None:
         assert learning_rate(int(mid), total, plan_train) == pytest.approx(5.5e-4)
 
 
+@pytest.mark.parametrize("cuda_graph", [False, True])
 def test_lambda_schedule_sets_the_optimizer_rate_of_each_step(
-    make_model: Callable[..., CharGPT], plan_train: TrainConfig
+    make_model: Callable[..., CharGPT], plan_train: TrainConfig, cuda_graph: bool
 ) -> None:
     total = 122
     model = make_model()
-    optimizer = build_optimizer(model, plan_train, torch.device("cpu"))
-    schedule = build_schedule(optimizer, total, plan_train)
+    train = dataclasses.replace(plan_train, cuda_graph=cuda_graph)
+    optimizer = build_optimizer(model, train, torch.device("cpu"))
+    lr_tensors = [group["lr"] for group in optimizer.param_groups]
+    schedule = build_schedule(optimizer, total, train)
+    # A CUDA graph reads the learning rate from the tensor it captured: float32, in place.
+    rel = 2e-7 if cuda_graph else 1e-12
     for step in range(total):
-        for group in optimizer.param_groups:
-            assert group["lr"] == pytest.approx(learning_rate(step, total, plan_train), rel=1e-12)
+        for group, captured in zip(optimizer.param_groups, lr_tensors, strict=True):
+            assert group["lr"] is captured or not cuda_graph
+            assert float(group["lr"]) == pytest.approx(learning_rate(step, total, train), rel=rel)
         optimizer.step()
         schedule.step()
 

@@ -1,5 +1,6 @@
 """Training speed benchmark: median step time, characters a second and model FLOPs
-utilisation (MFU) after warm-up, eager and with torch.compile (T5, T6).
+utilisation (MFU) after warm-up, for each way to run the step (T5, T6): eager, torch.compile
+(default and reduce-overhead), and the whole step replayed from one CUDA graph.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import dataclasses
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,13 @@ import torch
 from data.dataset import PreparedData
 from model.gpt import CharGPT
 from training.trainer import Trainer
-from utils.config import Config
+from utils.config import Config, ConfigError
 from utils.device import resolve_device, resolve_precision
 from utils.seed import seed_everything
 
 WARMUP_STEPS = 15
-MEASURED_STEPS = 40
+MEASURED_STEPS = 60  # in BLOCKS blocks; the step time is the median block's mean
+BLOCKS = 3
 # Dense bf16 matmul rate measured on our H100 (8192³ products): the MFU denominator.
 DEFAULT_CUDA_PEAK_TFLOPS = 790.0
 
@@ -37,23 +40,42 @@ def flops_per_char(model: CharGPT) -> float:
     return 6 * (matmul_weights + head) + attention
 
 
-def variants(device: torch.device) -> list[tuple[str, bool, str]]:
-    """(label, compile, mode) to measure; torch.compile is a CUDA path in this project."""
-    eager = [("eager", False, "default")]
-    if device.type != "cuda":
-        return eager
-    return [
-        *eager,
-        ("compile", True, "default"),
-        ("compile reduce-overhead", True, "reduce-overhead"),
-    ]
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the training step (T5): the settings it changes."""
+
+    name: str
+    compile: bool
+    compile_mode: str
+    cuda_graph: bool
+
+
+VARIANTS = (
+    Variant("eager", compile=False, compile_mode="default", cuda_graph=False),
+    Variant("compile", compile=True, compile_mode="default", cuda_graph=False),
+    Variant("reduce-overhead", compile=True, compile_mode="reduce-overhead", cuda_graph=False),
+    Variant("graph", compile=False, compile_mode="default", cuda_graph=True),
+    Variant("compile+graph", compile=True, compile_mode="default", cuda_graph=True),
+)
+VARIANT_NAMES = tuple(variant.name for variant in VARIANTS)
+
+
+def variants(device: torch.device) -> list[Variant]:
+    """What to measure here: torch.compile and CUDA graphs are CUDA paths in this project,
+    so the CPU measures the plain step and the same step on static buffers (no capture).
+    """
+    if device.type == "cuda":
+        return list(VARIANTS)
+    return [variant for variant in VARIANTS if not variant.compile]
 
 
 def time_variant(
     config: Config, data: PreparedData, device: torch.device, precision: str
 ) -> dict[str, Any]:
-    """Median step time of one configuration, warm-up (compilation) timed separately."""
+    """Step time of one configuration after warm-up (compilation, capture), timed apart."""
     seed_everything(config.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model = CharGPT(config.model, data.tokenizer.vocab_size).to(device)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(
@@ -65,63 +87,91 @@ def time_variant(
             precision,
             validate=lambda m: 0.0,
         )
-        batches = trainer.batches.epoch(0)
+        batches = trainer.batches.endless()
         sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
         started = time.perf_counter()
         for _ in range(WARMUP_STEPS):
             trainer.train_step(*next(batches))
         sync()
         warmup_s = time.perf_counter() - started
-        times = []
-        for _ in range(MEASURED_STEPS):
+        # Steps overlap on the device as in training, so time blocks of steps, not one.
+        block_times = []
+        for _ in range(BLOCKS):
             begin = time.perf_counter()
-            trainer.train_step(*next(batches))
+            for _ in range(MEASURED_STEPS // BLOCKS):
+                trainer.train_step(*next(batches))
             sync()
-            times.append(time.perf_counter() - begin)
-    step_s = statistics.median(times)
+            block_times.append((time.perf_counter() - begin) / (MEASURED_STEPS // BLOCKS))
+    step_s = statistics.median(block_times)
     chars = config.train.batch_size * config.model.block_size
     return {
         "median_step_ms": step_s * 1e3,
         "chars_per_s": chars / step_s,
         "achieved_tflops": flops_per_char(model) * chars / step_s / 1e12,
         "warmup_s": warmup_s,
+        "max_memory_reserved_bytes": (
+            torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+        ),
     }
 
 
-def benchmark(config: Config, data: PreparedData, peak_tflops: float | None) -> dict[str, Any]:
-    """Measure every variant, print a table and return the figures (bench.json)."""
+def benchmark(
+    config: Config, data: PreparedData, peak_tflops: float | None, only: str | None = None
+) -> dict[str, Any]:
+    """Measure every variant (or the one named `only`), print a table and return the
+    figures (bench.json).
+    """
     device = resolve_device(config.device)
     precision = resolve_precision(config.train.precision, device)
     if peak_tflops is None and device.type == "cuda":
         peak_tflops = DEFAULT_CUDA_PEAK_TFLOPS
+    chosen = [v for v in variants(device) if only in (None, v.name)]
+    if not chosen:
+        raise ConfigError(
+            f"bench variant {only!r} is not measured on {device.type}; choose from "
+            f"{', '.join(v.name for v in variants(device))}"
+        )
     results = {}
-    for label, compile_model, mode in variants(device):
-        train = dataclasses.replace(config.train, compile=compile_model, compile_mode=mode)
+    for variant in chosen:
+        train = dataclasses.replace(
+            config.train,
+            compile=variant.compile,
+            compile_mode=variant.compile_mode,
+            cuda_graph=variant.cuda_graph,
+        )
         result = time_variant(dataclasses.replace(config, train=train), data, device, precision)
         result["mfu"] = result["achieved_tflops"] / peak_tflops if peak_tflops else None
-        results[label] = result
+        result["settings"] = {  # as train.* keys, for a run in this variant
+            key: value for key, value in dataclasses.asdict(variant).items() if key != "name"
+        }
+        results[variant.name] = result
     print(
         f"bench on {device} ({precision}), B={config.train.batch_size} "
         f"T={config.model.block_size} L={config.model.n_layer} d={config.model.d_model}; "
         f"{WARMUP_STEPS} warm-up + {MEASURED_STEPS} measured steps"
     )
     print(
-        f"{'variant':<26}{'step ms':>10}{'chars/s':>14}{'TFLOP/s':>10}{'MFU':>8}{'warm-up s':>11}"
+        f"{'variant':<18}{'step ms':>10}{'chars/s':>14}{'TFLOP/s':>10}{'MFU':>8}{'warm-up s':>11}"
     )
-    for label, r in results.items():
+    for name, r in results.items():
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         print(
-            f"{label:<26}{r['median_step_ms']:>10.2f}{r['chars_per_s']:>14,.0f}"
+            f"{name:<18}{r['median_step_ms']:>10.2f}{r['chars_per_s']:>14,.0f}"
             f"{r['achieved_tflops']:>10.2f}{mfu:>8}{r['warmup_s']:>11.1f}"
         )
     return {
         "device": str(device),
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "precision": precision,
         "peak_tflops": peak_tflops,
         "batch_size": config.train.batch_size,
         "block_size": config.model.block_size,
+        "n_layer": config.model.n_layer,
+        "d_model": config.model.d_model,
         "warmup_steps": WARMUP_STEPS,
         "measured_steps": MEASURED_STEPS,
+        "variants_here": [variant.name for variant in variants(device)],
         "variants": results,
     }

@@ -24,13 +24,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """T2 Optimiser: AdamW, β = (0.9, 0.99), ε = 1e-8, decay 0.1; fused kernels on CUDA."""
+    """T2 Optimiser: AdamW, β = (0.9, 0.99), ε = 1e-8, decay 0.1; fused kernels on CUDA.
+
+    For a CUDA-graph step (train.cuda_graph) the learning rate is a device tensor that the
+    T3 schedule fills in place, and the update is capturable (its step count stays on the
+    device); the CPU runs the same fused update without a graph.
+    """
+    static = config.cuda_graph
     return torch.optim.AdamW(
         parameter_groups(model, config.weight_decay),
-        lr=config.lr,
+        lr=torch.tensor(config.lr, device=device) if static else config.lr,
         betas=(config.beta1, config.beta2),
         eps=config.adam_eps,
-        fused=device.type == "cuda",
+        fused=static or device.type == "cuda",
+        capturable=static and device.type == "cuda",
     )
 
 

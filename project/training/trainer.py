@@ -23,17 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.loader import TrainBatches
 from model.gpt import CharGPT
 from training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
-from training.optim import build_optimizer, build_schedule
+from training.optim import build_optimizer, build_schedule, learning_rate
+from training.step import GraphedStep
 from utils.config import Config, changed_keys
 from utils.device import autocast
+from utils.distributed import Ranks
 from utils.io import append_jsonl, write_jsonl
-from utils.seed import rng_state, set_rng_state
+from utils.seed import rng_state, seed_rank, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ SAFE_ON_RESUME = (
     "train.sync_every_steps",
     "train.compile",
     "train.compile_mode",
+    "train.target_val_loss",
+    "train.devices",
 )
 # How `train` treats an existing checkpoint: ignore it, continue from it (refusing one made
 # under other settings), or continue from it when it matches and start over when not.
@@ -83,8 +89,7 @@ class PendingStep:
     step: int
     epoch: int
     lr: float
-    loss: torch.Tensor
-    grad_norm: torch.Tensor
+    values: torch.Tensor  # [loss, grad_norm]
 
 
 class Trainer:
@@ -93,7 +98,8 @@ class Trainer:
     `validate(model) -> loss in nats` is passed in by run.py (it is the E1 evaluator), so
     that training does not depend on the testing package. `raw_config` (training's view of
     the configuration) and `data` (what identifies the training ids) make the fingerprint
-    that a checkpoint must match to be resumed.
+    that a checkpoint must match to be resumed. Under DDP (`ranks`), each process trains
+    its share of every batch, rank 0 validates and alone writes the log and checkpoints.
     """
 
     def __init__(
@@ -106,8 +112,10 @@ class Trainer:
         precision: str,
         validate: Callable[[CharGPT], float],
         data: dict[str, Any] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.model = model
+        self.ranks = ranks or Ranks()
         self.config = config
         self.raw_config = raw_config
         self.fingerprint = fingerprint({"config": without_safe(raw_config), "data": data or {}})
@@ -118,12 +126,26 @@ class Trainer:
         self.work_dir = work_dir
         self.log_path = work_dir / LOG_FILE
         self.batches = TrainBatches(  # T6 Batching
-            train_ids, model.config.block_size, config.train.batch_size, config.seed
+            train_ids,
+            model.config.block_size,
+            config.train.batch_size,
+            config.seed,
+            self.ranks.rank,
+            self.ranks.world_size,
         )
         self.total_steps = config.train.epochs * self.batches.steps_per_epoch
         self.optimizer = build_optimizer(model, config.train, self.device)  # T2
         self.schedule = build_schedule(self.optimizer, self.total_steps, config.train)  # T3
         self.forward = self._compiled_forward()
+        # One CUDA graph a step on one device; under DDP the gradient exchange happens
+        # inside backward, so the step runs uncaptured.
+        share = (config.train.batch_size // self.ranks.world_size, model.config.block_size)
+        capture = self.device.type == "cuda" and not self.ranks.distributed
+        self.run_step = (
+            GraphedStep(self._step, share, self.device, capture)
+            if config.train.cuda_graph
+            else self._step
+        )
         self.state = TrainState()
         self.losses: list[float] = []
         self.chars_per_step = config.train.batch_size * model.config.block_size
@@ -135,35 +157,53 @@ class Trainer:
         return self.train_config.compile and self.device.type == "cuda"
 
     def _compiled_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """T5: torch.compile on CUDA when configured; plain eager elsewhere."""
+        """T5: torch.compile on CUDA when configured; plain eager elsewhere. Under DDP the
+        forward goes through DistributedDataParallel, whose backward averages the gradients.
+        """
+        forward: nn.Module = self.model
+        if self.ranks.distributed:
+            local = [self.device.index] if self.device.type == "cuda" else None
+            forward = DistributedDataParallel(self.model, device_ids=local)
         if not self.compiled:
-            return self.model
-        return torch.compile(self.model, mode=self.train_config.compile_mode)
+            return forward
+        return torch.compile(forward, mode=self.train_config.compile_mode)
 
     # -- one optimiser step --------------------------------------------------------------
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> PendingStep:
-        lr = self.optimizer.param_groups[0]["lr"]
+        """One optimiser step at the T3 schedule's learning rate, then the schedule moves on
+        (it fills AdamW's learning-rate tensor, which a CUDA graph reads at its next replay).
+        """
+        lr = learning_rate(self.state.step, self.total_steps, self.train_config)
+        values = self.run_step(inputs, targets)
+        self.schedule.step()
+        self.state.step += 1
+        self.state.step_in_epoch += 1
+        return PendingStep(self.state.step, self.state.epoch, lr, values)
+
+    def _step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Forward, T1 loss, backward, T4 clipping, T2 update, with no host sync; returns
+        [loss, grad_norm] on the device.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
             logits = self.forward(inputs)
         loss = next_char_loss(logits, targets)  # T1
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(  # T4 clipping
             self.model.parameters(), self.train_config.grad_clip
         )
         self.optimizer.step()
-        self.schedule.step()
-        self.state.step += 1
-        self.state.step_in_epoch += 1
-        return PendingStep(self.state.step, self.state.epoch, lr, loss.detach(), grad_norm)
+        return torch.stack((loss.detach(), grad_norm))
 
-    def _flush(self, pending: list[PendingStep], elapsed_s: float) -> None:
-        """Read losses back (one host sync for k steps), check them (T4), log them."""
+    def _flush(self, pending: list[PendingStep], interval_start: float) -> float:
+        """Read losses back (one host sync for k steps), check them (T4), log them; returns
+        the seconds since `interval_start`, up to when the device finished these steps.
+        """
         if not pending:
-            return
-        losses = torch.stack([p.loss for p in pending]).float().cpu().tolist()
-        norms = torch.stack([p.grad_norm for p in pending]).float().cpu().tolist()
+            return 0.0
+        values = self.ranks.mean(torch.stack([p.values for p in pending]).float()).cpu().tolist()
+        elapsed_s = time.perf_counter() - interval_start  # after the sync: device time
         chars_per_s = len(pending) * self.chars_per_step / max(elapsed_s, 1e-9)
         records = [
             {
@@ -175,9 +215,10 @@ class Trainer:
                 "lr": p.lr,
                 "chars_per_s": chars_per_s,
             }
-            for p, loss, norm in zip(pending, losses, norms, strict=True)
+            for p, (loss, norm) in zip(pending, values, strict=True)
         ]
-        append_jsonl(self.log_path, records)
+        if self.ranks.main:
+            append_jsonl(self.log_path, records)
         for record in records:
             if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
                 raise NonFiniteError(
@@ -186,8 +227,9 @@ class Trainer:
                     f"{self._last_good_checkpoint()} (try a lower train.lr, or "
                     "--detect-anomaly to find the operation)"
                 )
-        self.losses.extend(losses)
+        self.losses.extend(record["loss"] for record in records)
         pending.clear()
+        return elapsed_s
 
     # -- T7 validation, selection and checkpoints -----------------------------------------
 
@@ -199,7 +241,9 @@ class Trainer:
         return f"The last good checkpoint, {last}, is from step {step}."
 
     def _evaluate(self) -> None:
-        val_loss = self.validate(self.model)
+        val_loss = self.ranks.from_main(
+            self.validate(self.model) if self.ranks.main else math.nan, self.device
+        )
         state = self.state
         record = {
             "kind": "val",
@@ -207,8 +251,10 @@ class Trainer:
             "epoch": state.epoch + (state.step_in_epoch > 0),
             "val_loss": val_loss,
             "bits_per_char": val_loss / math.log(2),
+            "time": time.time(),  # when it finished (Unix time): the benchmark's time to target
         }
-        append_jsonl(self.log_path, [record])
+        if self.ranks.main:
+            append_jsonl(self.log_path, [record])
         state.val_history.append(record)
         if val_loss < state.best_val_loss:
             state.best_val_loss = val_loss
@@ -225,6 +271,8 @@ class Trainer:
         )
 
     def _save(self, name: str) -> None:
+        if not self.ranks.main:
+            return
         save_checkpoint(
             self.work_dir / name,
             {
@@ -239,9 +287,16 @@ class Trainer:
             },
         )
 
-    def _out_of_patience(self) -> bool:
-        patience = self.train_config.patience
-        return patience is not None and self.state.evals_without_improvement >= patience
+    def _stop_reason(self) -> str | None:
+        """Why training stops before its last epoch: the validation loss reached
+        train.target_val_loss ("target"), or T7's patience ran out ("patience").
+        """
+        config, state = self.train_config, self.state
+        if config.target_val_loss is not None and state.best_val_loss <= config.target_val_loss:
+            return "target"
+        if config.patience is not None and state.evals_without_improvement >= config.patience:
+            return "patience"
+        return None
 
     # -- resume -------------------------------------------------------------------------
 
@@ -249,6 +304,22 @@ class Trainer:
         """Fresh start, or continue from the work folder's last.pt when it was made under
         the same settings (SAFE_ON_RESUME aside) and data; returns the step resumed from.
         """
+        resumed_from = self._restore(resume)
+        # Every process has read the work folder before rank 0 changes it.
+        self.ranks.barrier()
+        if self.ranks.main and resumed_from is None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            for name in (BEST, LAST):
+                (self.work_dir / name).unlink(missing_ok=True)
+        if self.ranks.main:  # the log up to the checkpoint (a lost run's lines go)
+            kept = [] if resumed_from is None else log_until(self.log_path, resumed_from)
+            write_jsonl(self.log_path, kept)
+        if self.ranks.distributed:
+            seed_rank(self.config.seed, self.state.step, self.ranks.rank)
+        return resumed_from
+
+    def _restore(self, resume: str) -> int | None:
+        """Load the work folder's last.pt where it may be resumed; the step, or None."""
         last = self.work_dir / LAST
         checkpoint = self._load_last(resume) if resume != "off" and last.is_file() else None
         if checkpoint is not None and checkpoint.get("fingerprint") != self.fingerprint:
@@ -278,7 +349,6 @@ class Trainer:
             self.state = TrainState(**checkpoint["state"])
             set_rng_state(checkpoint["rng"])
             kept = log_until(self.log_path, self.state.step)
-            write_jsonl(self.log_path, kept)
             self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
             applied = changed_keys(checkpoint["config"], self.raw_config)
             logger.info(
@@ -290,10 +360,6 @@ class Trainer:
             return self.state.step
         if resume != "off" and not last.is_file():
             logger.info("no checkpoint in %s yet: starting from step 0", self.work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        for name in (BEST, LAST):
-            (self.work_dir / name).unlink(missing_ok=True)
-        write_jsonl(self.log_path, [])
         return None
 
     def _load_last(self, resume: str) -> dict[str, Any] | None:
@@ -308,6 +374,8 @@ class Trainer:
 
     def publish(self, log: Path, best: Path, last: Path) -> None:
         """Move the finished log and checkpoints to their files; the work folder goes."""
+        if not self.ranks.main:
+            return
         moves = ((self.log_path, log), (self.work_dir / BEST, best), (self.work_dir / LAST, last))
         for source, target in moves:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,8 +391,8 @@ class Trainer:
         progress = Progress(config.epochs, self.batches.steps_per_epoch, self.state)
         started = time.perf_counter()
         steady_chars, steady_time = 0, 0.0
-        stopped_early = self._out_of_patience()
-        while self.state.epoch < config.epochs and not stopped_early:
+        stop = self._stop_reason()
+        while self.state.epoch < config.epochs and stop is None:
             pending: list[PendingStep] = []
             interval_start = time.perf_counter()
             batches = self.batches.epoch(self.state.epoch, skip=self.state.step_in_epoch)
@@ -336,28 +404,31 @@ class Trainer:
                     config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
                 )
                 if len(pending) == config.sync_every_steps or at_eval or at_save:
-                    count = len(pending)
-                    elapsed = time.perf_counter() - interval_start
-                    self._flush(pending, elapsed)
+                    count, lr = len(pending), pending[-1].lr
+                    elapsed = self._flush(pending, interval_start)
                     if step > config.sync_every_steps:  # the first interval holds warm-up
                         steady_chars += count * self.chars_per_step
                         steady_time += elapsed
-                    progress.update(self.state, self.losses[-1], self.optimizer)
+                    progress.update(self.state, self.losses[-1], lr)
                     if at_eval:
                         self._evaluate()
-                    if at_save:
+                    at_target = at_eval and self._stop_reason() == "target"
+                    if at_save or at_target:
                         self._save(LAST)
+                    if at_target:
+                        break
                     interval_start = time.perf_counter()
-            self._flush(pending, time.perf_counter() - interval_start)
-            self.state.epoch += 1
-            self.state.step_in_epoch = 0
-            self._evaluate()
-            self._save(LAST)
-            progress.end_epoch(self.state)
-            stopped_early = self._out_of_patience() and self.state.epoch < config.epochs
+            else:  # the epoch ran to its end
+                self._flush(pending, interval_start)
+                self.state.epoch += 1
+                self.state.step_in_epoch = 0
+                self._evaluate()
+                self._save(LAST)
+                progress.end_epoch(self.state)
+            stop = self._stop_reason()
         progress.close()
         return self._summary(
-            time.perf_counter() - started, steady_chars, steady_time, resumed_from, stopped_early
+            time.perf_counter() - started, steady_chars, steady_time, resumed_from, stop
         )
 
     def _summary(
@@ -366,7 +437,7 @@ class Trainer:
         steady_chars: int,
         steady_time: float,
         resumed_from: int | None,
-        stopped_early: bool,
+        stop: str | None,
     ) -> dict[str, Any]:
         window = min(LOSS_WINDOW, len(self.losses))
         state = self.state
@@ -385,12 +456,15 @@ class Trainer:
             "best_val_bits_per_char": state.best_val_loss / math.log(2),
             "best_step": state.best_step,
             "val_history": state.val_history,
-            "stopped_early": stopped_early,
+            "stopped_early": stop is not None and state.step < self.total_steps,
+            "stop_reason": stop,
             "resumed_from_step": resumed_from,
             "train_time_s": wall_time_s,
             "chars_per_s": steady_chars / steady_time if steady_time else None,
             "precision": self.precision,
             "compiled": self.compiled,
+            "cuda_graph": isinstance(self.run_step, GraphedStep) and self.run_step.capture,
+            "world_size": self.ranks.world_size,
         }
 
 
@@ -417,8 +491,7 @@ class Progress:
                 leave=False,
             )
 
-    def update(self, state: TrainState, loss: float, optimizer: torch.optim.Optimizer) -> None:
-        lr = optimizer.param_groups[0]["lr"]
+    def update(self, state: TrainState, loss: float, lr: float) -> None:
         if self.step_bar is not None:
             self.step_bar.n = state.step_in_epoch
             self.step_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")

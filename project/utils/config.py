@@ -123,6 +123,9 @@ class TrainConfig:
     precision: str
     compile: bool
     compile_mode: str
+    cuda_graph: bool
+    target_val_loss: float | None
+    devices: int
     eval_every_steps: int
     checkpoint_every_steps: int
     sync_every_steps: int
@@ -143,6 +146,24 @@ class TrainConfig:
         _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
         _require_choice(
             self.compile_mode, "train.compile_mode", ("default", "reduce-overhead", "max-autotune")
+        )
+        _require(
+            not (self.cuda_graph and self.compile and self.compile_mode == "reduce-overhead"),
+            "train.compile_mode",
+            "reduce-overhead captures the model in CUDA graphs of its own, which cannot nest "
+            "in train.cuda_graph's capture of the whole step: set one of them",
+        )
+        _require(self.devices >= 1, "train.devices", "must be >= 1")
+        _require(
+            self.batch_size % self.devices == 0,
+            "train.batch_size",
+            f"must split evenly over train.devices={self.devices} (each takes its share of "
+            "every batch)",
+        )
+        _require(
+            self.target_val_loss is None or self.target_val_loss > 0,
+            "train.target_val_loss",
+            "must be > 0 or null",
         )
         for key in ("eval_every_steps", "checkpoint_every_steps"):
             _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0 (0 = off)")

@@ -30,6 +30,13 @@ class StageCost:
     device: torch.device
     started: float = field(default=0.0, init=False)
     wall_time_s: float | None = field(default=None, init=False)
+    # The stage's own figures, e.g. the evaluation's time or the sampler's speed.
+    figures: dict[str, float] = field(default_factory=dict, init=False)
+
+    def time(self, name: str, started: float) -> float:
+        """Record the seconds since `started` (perf_counter) as figure `name`."""
+        self.figures[name] = time.perf_counter() - started
+        return self.figures[name]
 
     def __enter__(self) -> StageCost:
         if self.device.type == "cuda":
@@ -56,4 +63,5 @@ class StageCost:
             "torch_max_memory_reserved_bytes": (
                 torch.cuda.max_memory_reserved(self.device) if on_cuda else None
             ),
+            **self.figures,
         }

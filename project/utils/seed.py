@@ -16,6 +16,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def seed_rank(seed: int, step: int, rank: int) -> None:
+    """Under DDP: PyTorch's generators (dropout) get a stream of each process's own, drawn
+    from (seed, step, rank) where a run starts or resumes; the checkpoint holds rank 0's.
+    """
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
 def rng_state() -> dict[str, Any]:
     """T8: every generator state a resumed run needs to continue bit for bit."""
     state: dict[str, Any] = {

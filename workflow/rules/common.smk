@@ -99,6 +99,12 @@ def stage_config(stage):
     ][stage]
 
 
+def train_devices(wildcards):
+    """train.devices of the job's run: the GPUs its train job asks for (torchrun, DDP)."""
+    with open(stage_config("train")(wildcards), encoding="utf-8") as handle:
+        return json.load(handle)["train"]["devices"]
+
+
 def stage_code(stage):
     """The project modules `stage` runs, derived by the project from its imports."""
     return READS["code"][stage]

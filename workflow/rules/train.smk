@@ -22,7 +22,7 @@ rule train:
     retries: config["train_retries"]
     threads: gpu_job_threads
     resources:
-        gpu=1,
+        gpu=train_devices,
     params:
         files=file_options,
         work_dir=f"{RUN}/train.resume",
@@ -30,6 +30,6 @@ rule train:
         label="{run}/seed{seed} train",
         monitor=monitor_args,
     shell:
-        "python workflow/scripts/gpu_monitor.py {params.monitor} --"
+        "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} --"
         " python project/run.py train --resume restart-on-change --stage-config {input.config} {params.files}"
         " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

@@ -19,7 +19,8 @@ wrapper exits with 128 + the number of the signal it got.
 Exit codes: the command's own (128 + N for signal N); 128 + N when the wrapper was stopped by
 signal N; 127 when the command was not found, 126 when it could not be executed (the results
 are still written, with the reason); 2 when the folder of --out-prefix cannot be written
-(checked before the command runs, which then does not run; also for bad arguments). When the
+(checked before the command runs, which then does not run; also for bad arguments, and
+for --gpus N above the machine's GPU count). When the
 results cannot be written at the end (a full disk), the wrapper says so in one line and exits
 with the command's code if that is not 0, else 1.
 
@@ -30,7 +31,9 @@ machine's devices are the entries of the wrapper's own CUDA_VISIBLE_DEVICES if i
 the first device whose lock file ``DIR/gpu-<device>.lock`` it can flock exclusively, polling
 every 0.2 s while all are taken, holds it until it exits (the kernel frees it even after
 SIGKILL), and runs the command with CUDA_VISIBLE_DEVICES set to that device, which is also the
-one sampled. With no device nothing is locked and the environment is left alone. For tests
+one sampled. ``--gpus N`` claims N devices at once (a multi-GPU job), all of them or none
+while it waits, and names all N in CUDA_VISIBLE_DEVICES; the first is sampled. With no device
+nothing is locked and the environment is left alone. For tests
 without a GPU, CHARGPT_FAKE_GPUS (e.g. "0,1") replaces the device list with a FAKE one.
 
 In process::
@@ -62,9 +65,10 @@ With no GPU the file holds just the header.
                                 ("cannot run 'x': command not found"), or which signal
                                 stopped the wrapper and the exit code the command then had
     gpu_slot                    (CLI only) null without --slot-dir, else
-                                {device, source, waited_s, slot_dir}: the device entry the job
-                                was given (null when the machine has no GPU, so no slot was
-                                taken); source, where the device list came from:
+                                {device, source, waited_s, slot_dir}: the device entry (with
+                                --gpus N, N entries joined by commas) the job was given (null
+                                when the machine has no GPU, so no slot was taken);
+                                source, where the device list came from:
                                 "CUDA_VISIBLE_DEVICES", "nvml", "fake (CHARGPT_FAKE_GPUS)" (a
                                 made-up list, no real device), or null when there was none;
                                 waited_s, seconds spent waiting for a free slot
@@ -499,41 +503,61 @@ def _is_device_entry(entry: str) -> bool:
     return entry.isdigit() or entry.startswith(("GPU-", "MIG-"))
 
 
-def take_gpu_slot(slot_dir: Path, environ: Mapping[str, str]) -> dict[str, Any]:
-    """Claim a free device of this machine until this process exits; return the gpu_slot record.
+class SlotError(RuntimeError):
+    """The job needs more GPUs than this machine has."""
 
-    Waits while every device is taken. With no device nothing is claimed and device is None.
+
+def take_gpu_slot(slot_dir: Path, environ: Mapping[str, str], count: int = 1) -> dict[str, Any]:
+    """Claim `count` free devices of this machine until this process exits; return the
+    gpu_slot record.
+
+    Waits while fewer than `count` are free (holding none meanwhile, so that two jobs cannot
+    each hold a part). With no device nothing is claimed and device is None.
     """
     devices, source = machine_devices(environ)
+    if devices and count > len(devices):
+        raise SlotError(
+            f"the job needs {count} GPUs but this machine has {len(devices)} ({source}); "
+            "lower train.devices"
+        )
     slot_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    device = None
+    held: list[str] = []
     while devices:
-        device = next((entry for entry in devices if _lock_slot(slot_dir, entry)), None)
-        if device is not None:
+        held = _lock_slots(slot_dir, devices, count)
+        if held:
             break
         time.sleep(SLOT_POLL_S)
     return {
-        "device": device,
+        "device": ",".join(held) or None,
         "source": source,
         "waited_s": time.monotonic() - started,
         "slot_dir": str(slot_dir),
     }
 
 
-def _lock_slot(slot_dir: Path, device: str) -> bool:
-    """Lock `device`'s slot file for the rest of this process's life; False if another holds it."""
-    # Old MIG entries look like "MIG-GPU-<uuid>/1/0"; a slash cannot be in a file name.
-    path = slot_dir / f"gpu-{device.replace('/', '_')}.lock"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+def _lock_slots(slot_dir: Path, devices: list[str], count: int) -> list[str]:
+    """Lock `count` free devices' slot files for the rest of this process's life; none (an
+    empty list) unless all `count` could be had.
+    """
+    held: dict[str, int] = {}
+    for device in devices:
+        # Old MIG entries look like "MIG-GPU-<uuid>/1/0"; a slash cannot be in a file name.
+        path = slot_dir / f"gpu-{device.replace('/', '_')}.lock"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        held[device] = fd
+        if len(held) == count:
+            # The descriptors stay open on purpose: the locks last until this process ends,
+            # however it ends. os.open descriptors are not inherited by the job.
+            return list(held)
+    for fd in held.values():
         os.close(fd)
-        return False
-    # The descriptor stays open on purpose: the lock lasts until this process ends, however it
-    # ends. os.open descriptors are not inherited, so the job cannot keep the slot past that.
-    return True
+    return []
 
 
 def _max(values: Iterable[Any]) -> Any:
@@ -667,6 +691,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slot-dir", type=Path, help="claim a free GPU through lock files in this folder"
     )
     parser.add_argument(
+        "--gpus", type=int, default=1, help="with --slot-dir: how many GPUs the job needs"
+    )
+    parser.add_argument(
         "--kill-after",
         type=float,
         default=KILL_AFTER_S,
@@ -678,6 +705,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("intervals must be positive")
     if args.kill_after < 0:
         parser.error("--kill-after must not be negative")
+    if args.gpus < 1:
+        parser.error("--gpus must be at least 1")
     return args
 
 
@@ -694,7 +723,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.slot_dir is not None:
         # Before the monitor starts, so that the wait is not sampled and the baseline is
         # taken once the device is ours.
-        gpu_slot = take_gpu_slot(args.slot_dir, os.environ)
+        try:
+            gpu_slot = take_gpu_slot(args.slot_dir, os.environ, args.gpus)
+        except SlotError as err:
+            _print_error(str(err))
+            return 2
         if gpu_slot["device"] is not None:
             # The child inherits it, and the monitor's choose_device reads it.
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slot["device"]

@@ -306,9 +306,22 @@ def environment(
         ["Container image", container_image(params)],
         ["Project config", source],
         ["Device", env["device"]],
+        ["Training step", training_step(summary)],
         ["CPU threads", str(env["cpu_threads"])],
     ]
     return table(rows, ["Item", "Value"])
+
+
+def training_step(summary: dict[str, Any]) -> str:
+    """How the steps ran (T5): precision, compiled or eager, one CUDA graph a step or not,
+    and on how many processes (the world size).
+    """
+    parts = [summary["precision"], "torch.compile" if summary["compiled"] else "eager"]
+    if summary["cuda_graph"]:
+        parts.append("the whole step replayed from one CUDA graph (train.cuda_graph)")
+    world = summary["world_size"]
+    parts.append(f"{world} processes (torchrun, DDP)" if world > 1 else "1 process")
+    return ", ".join(parts)
 
 
 def container_image(params: Any) -> str:

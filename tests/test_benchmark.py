@@ -1,0 +1,78 @@
+"""The benchmark command end to end on the CPU (the CPU preset on the real text, a few
+minutes): every part measured, and the figures consistent with the runs they come from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from workflow_runs import REPO, workflow_env
+
+from make_report import read_json
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, "workflow/scripts/benchmark.py", str(out), "--device", "cpu"]
+    result = subprocess.run(
+        command, cwd=REPO, env=workflow_env(), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, json.loads((out / "bench.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_every_step_variant_of_the_device_is_measured(bench: tuple[Path, dict]) -> None:
+    _, report = bench
+    machine, variants = report["machine"], report["variants"]
+    assert report["failed"] == {}
+    assert list(variants) == machine["variants_here"]
+    chars_per_step = machine["batch_size"] * machine["block_size"]
+    for figures in variants.values():
+        assert figures["median_step_ms"] > 0
+        step_s = figures["median_step_ms"] / 1e3
+        assert figures["chars_per_s"] == pytest.approx(chars_per_step / step_s)
+        assert figures["warmup_s"] > 0
+
+
+@pytest.mark.slow
+def test_target_runs_train_one_cpu_epoch_with_and_without_the_monitor(
+    bench: tuple[Path, dict],
+) -> None:
+    out, report = bench
+    target = report["target"]
+    assert target["variant"] in report["variants"]
+    for label in ("plain", "monitored"):
+        run, folder = target[label], out / "work" / label
+        summary = read_json(folder / "train_summary.json")
+        assert run["finished"] and not run["stopped_at_cap"]
+        assert run["steps_run"] == summary["steps"] == summary["steps_per_epoch"]
+        # The CPU preset does not reach the plan's target in one epoch.
+        assert not run["reached"] and run["time_to_target_s"] is None
+        assert run["best_val_loss"] == summary["best_val_loss"] > report["target_loss"]
+        assert run["chars_per_s"] > 0
+    assert target["monitored"]["nvml"]["gpu_available"] is False
+    ratio = target["plain"]["chars_per_s"] / target["monitored"]["chars_per_s"]
+    assert target["monitor_ratio"] == pytest.approx(ratio)
+
+
+@pytest.mark.slow
+def test_evaluation_and_sampling_speed_come_from_the_stages(bench: tuple[Path, dict]) -> None:
+    out, report = bench
+    stages, folder = report["target"]["stages"], out / "work" / "plain"
+    manifest = read_json(folder / "data" / "manifest.json")
+    assert stages["evaluate"]["scored_chars"] == manifest["val_chars"] - 1
+    assert stages["evaluate"]["evaluation_s"] > 0
+    sample = read_json(folder / "samples.json")
+    assert stages["sample"]["chars_per_s"] == pytest.approx(
+        sample["num_chars"] / stages["sample"]["sampling_s"]
+    )
+    text = (out / "bench.md").read_text(encoding="utf-8")
+    for heading in ("## Training step", "## Time to validation loss 1.47 nats"):
+        assert heading in text
+    assert "Full-split evaluation:" in text and "Sampling:" in text

@@ -1,0 +1,340 @@
+"""The speed benchmark in one command: what training, evaluation and sampling cost here.
+
+    python workflow/scripts/benchmark.py OUT_DIR [--device auto|cpu|cuda] [--target-loss 1.47]
+        [--time-cap-s 240] [--variant-timeout-s 300]
+
+Writes OUT_DIR/bench.json and a readable OUT_DIR/bench.md; each command's output goes to
+OUT_DIR/logs/. On CUDA it measures the plan's configuration; on the CPU the CPU preset, whose
+target runs last one epoch (a few minutes on 2 cores). Every figure comes from the project's
+own commands, each in a process of its own:
+
+1. `run.py bench --variant V`, for every way to run the training step on this device: step
+   time, characters a second, MFU, warm-up (compilation, graph capture), PyTorch's peak
+   reserved memory.
+2. Time to target: `run.py train` with `train.target_val_loss`, in the fastest variant of 1,
+   timed from just before its process starts to the end of the first full-split validation
+   that reaches the target; stopped at --time-cap-s if it has not.
+3. The same training wrapped in gpu_monitor.py: the monitor's cost, as the ratio of the two
+   runs' training throughputs, and NVML's peak memory beside PyTorch's.
+4. `run.py evaluate` and `run.py sample` on the model of 2: the full-split evaluation time
+   and the sampling speed, from their cost records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from make_report import mib, number, read_json, read_jsonl, table, write_text
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = [sys.executable, str(REPO / "project" / "run.py")]
+MONITOR = [sys.executable, str(REPO / "workflow" / "scripts" / "gpu_monitor.py")]
+
+
+class Command:
+    """One command of the benchmark, run to its end or its time limit; output to a log."""
+
+    def __init__(self, name: str, argv: list[str], logs: Path, timeout_s: float) -> None:
+        self.log = logs / f"{name}.log"
+        self.started = time.time()
+        with self.log.open("w", encoding="utf-8") as log:
+            process = subprocess.Popen(
+                argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                self.code = process.wait(timeout=timeout_s)
+                self.timed_out = False
+            except subprocess.TimeoutExpired:
+                self.code = stop_group(process)
+                self.timed_out = True
+        self.wall_s = time.time() - self.started
+        state = "stopped at its time limit" if self.timed_out else f"exit {self.code}"
+        print(f"{name}: {state} after {self.wall_s:.1f} s (log: {self.log})", flush=True)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and not self.timed_out
+
+    def failure(self) -> str:
+        """Why it failed, with the log's last line."""
+        lines = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        what = "time limit" if self.timed_out else f"exit {self.code}"
+        return f"{what}: {lines[-1].strip() if lines else '(no output)'}"
+
+
+def stop_group(process: subprocess.Popen) -> int:
+    """SIGTERM the command's process group (torch.compile's workers too), then SIGKILL."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
+# -- 1. the step variants ---------------------------------------------------------------
+
+
+def measure_variants(args: argparse.Namespace, work: Path, logs: Path) -> dict[str, Any]:
+    """Each variant in its own process; the first (eager) says which ones this device runs."""
+    results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    machine: dict[str, Any] = {}
+    queue = ["eager"]
+    while queue:
+        name = queue.pop(0)
+        target = work / f"bench-{name}.json"
+        argv = [*RUN, "bench", "--device", args.device, "--out-dir", str(work)]
+        command = Command(
+            f"bench-{name}",
+            [*argv, "--variant", name, "--bench", str(target)],
+            logs,
+            args.variant_timeout_s,
+        )
+        if not command.ok:
+            failed[name] = command.failure()
+            continue
+        report = read_json(target)
+        results.update(report.pop("variants"))
+        if not machine:
+            machine = report
+            queue = [v for v in report["variants_here"] if v != name]
+    return {"machine": machine, "variants": results, "failed": failed}
+
+
+# -- 2-4. training to the target, under the monitor, then evaluation and sampling ---------
+
+
+def stage_options(args: argparse.Namespace, folder: Path, on_cuda: bool) -> list[str]:
+    # The CPU preset would take hours to reach the plan's target: one epoch there.
+    return [
+        "--device",
+        args.device,
+        "--out-dir",
+        str(folder),
+        *([] if on_cuda else ["--epochs", "1"]),
+    ]
+
+
+def train_to_target(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    folder: Path,
+    logs: Path,
+    on_cuda: bool,
+    monitored: bool,
+) -> dict[str, Any]:
+    options = stage_options(args, folder, on_cuda)
+    prepare = Command(f"{folder.name}-prepare", [*RUN, "prepare", *options], logs, 300)
+    if not prepare.ok:
+        return {"error": prepare.failure()}
+    sets = [f"train.{key}={value}" for key, value in settings.items()]
+    sets.append(f"train.target_val_loss={args.target_loss}")
+    argv = [*RUN, "train", *options, *(arg for item in sets for arg in ("--set", item))]
+    prefix = folder / "monitor" / "train"
+    if monitored:
+        argv = [*MONITOR, "--out-prefix", str(prefix), "--", *argv]
+    command = Command(f"{folder.name}-train", argv, logs, args.time_cap_s)
+    log_file = folder / "train_log.jsonl"
+    if not log_file.is_file():  # stopped before the end: the log is still in the work folder
+        log_file = folder / "train.resume" / "train_log.jsonl"
+    records = read_jsonl(log_file) if log_file.is_file() else []
+    vals = [r for r in records if r["kind"] == "val"]
+    reached = next((r for r in vals if r["val_loss"] <= args.target_loss), None)
+    throughputs = [r["chars_per_s"] for r in records if r["kind"] == "train"]
+    result: dict[str, Any] = {
+        "finished": command.ok,
+        "stopped_at_cap": command.timed_out,
+        "process_wall_s": command.wall_s,
+        "reached": reached is not None,
+        "time_to_target_s": reached["time"] - command.started if reached else None,
+        "steps_to_target": reached["step"] if reached else None,
+        "val_loss_at_target": reached["val_loss"] if reached else None,
+        "best_val_loss": min((r["val_loss"] for r in vals), default=None),
+        "steps_run": max((r["step"] for r in records), default=0),
+        "validations": len(vals),
+        # Each train record holds its interval's throughput; the median leaves out warm-up.
+        "chars_per_s": statistics.median(throughputs) if throughputs else None,
+    }
+    if not command.ok and not command.timed_out:
+        result["error"] = command.failure()
+    if command.ok:
+        cost = read_json(folder / "cost" / "train.json")
+        result["torch_max_memory_reserved_bytes"] = cost["torch_max_memory_reserved_bytes"]
+    if monitored and prefix.with_suffix(".json").is_file():
+        nvml = read_json(prefix.with_suffix(".json"))
+        result["nvml"] = {
+            key: nvml.get(key)
+            for key in (
+                "gpu_available",
+                "reason",
+                "peak_job_memory_bytes",
+                "peak_device_used_bytes",
+            )
+        }
+    return result
+
+
+def evaluate_and_sample(
+    args: argparse.Namespace, folder: Path, logs: Path, on_cuda: bool
+) -> dict[str, Any]:
+    options = stage_options(args, folder, on_cuda)
+    figures = {"evaluate": ("evaluation_s",), "sample": ("sampling_s", "chars_per_s")}
+    result: dict[str, Any] = {}
+    for stage, names in figures.items():
+        command = Command(f"{folder.name}-{stage}", [*RUN, stage, *options], logs, 300)
+        if command.ok:
+            cost = read_json(folder / "cost" / f"{stage}.json")
+            result[stage] = {name: cost[name] for name in names}
+        else:
+            result[stage] = {"error": command.failure()}
+    if "error" not in result["evaluate"]:
+        metrics = read_json(folder / "metrics.json")
+        result["evaluate"]["scored_chars"] = metrics["scored_chars"]
+    return result
+
+
+# -- bench.md ---------------------------------------------------------------------------
+
+
+def markdown(bench: dict[str, Any]) -> str:
+    machine, variants = bench["machine"], bench["variants"]
+    lines = [
+        "# Benchmark",
+        "",
+        f"Device: {machine.get('gpu_name') or machine.get('device', 'unknown')}; torch "
+        f"{machine.get('torch')} (CUDA {machine.get('torch_cuda')}), {machine.get('precision')}; "
+        f"B={machine.get('batch_size')} T={machine.get('block_size')} "
+        f"L={machine.get('n_layer')} d={machine.get('d_model')}.",
+        "",
+        "## Training step",
+        "",
+        f"{machine.get('warmup_steps')} warm-up steps, then {machine.get('measured_steps')} "
+        "timed; MFU against a peak of "
+        f"{number(machine.get('peak_tflops'), 0)} TFLOP/s.",
+        "",
+        table(
+            [
+                [
+                    name,
+                    number(r["median_step_ms"], 2),
+                    number(r["chars_per_s"], 0),
+                    number(r["achieved_tflops"], 1),
+                    "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}",
+                    number(r["warmup_s"], 1),
+                    mib(r["max_memory_reserved_bytes"], "n/a"),
+                ]
+                for name, r in variants.items()
+            ],
+            ["variant", "step ms", "chars/s", "TFLOP/s", "MFU", "warm-up s", "torch reserved"],
+        ),
+        "",
+    ]
+    lines += [f"- {name} failed: {why}" for name, why in bench["failed"].items()]
+    target = bench.get("target")
+    if target:
+        plain, watched = target["plain"], target["monitored"]
+        reserved = mib(plain.get("torch_max_memory_reserved_bytes"), "n/a")
+        nvml_peak = mib((watched.get("nvml") or {}).get("peak_job_memory_bytes"), "n/a")
+        lines += [
+            "",
+            f"## Time to validation loss {bench['target_loss']} nats",
+            "",
+            f"Variant `{target['variant']}`; from before the process started to the end of "
+            "the first full-split validation at or below the target.",
+            "",
+            table(
+                [
+                    [
+                        label,
+                        "yes" if r.get("reached") else "no",
+                        number(r.get("time_to_target_s"), 1, "-"),
+                        r.get("steps_to_target") or "-",
+                        number(r.get("best_val_loss"), 4),
+                        r.get("steps_run", "-"),
+                        number(r.get("process_wall_s"), 1),
+                        number(r.get("chars_per_s"), 0),
+                        r.get("error", "capped" if r.get("stopped_at_cap") else ""),
+                    ]
+                    for label, r in (("without monitor", plain), ("with gpu_monitor.py", watched))
+                ],
+                [
+                    "run",
+                    "reached",
+                    "s to target",
+                    "step",
+                    "best val loss",
+                    "steps",
+                    "process s",
+                    "chars/s",
+                    "note",
+                ],
+            ),
+            "",
+            f"- Monitor overhead: throughput ratio without/with the monitor "
+            f"{number(target.get('monitor_ratio'), 4)}.",
+            f"- Peak memory: PyTorch reserved {reserved}; NVML job peak {nvml_peak}.",
+        ]
+        stages = target.get("stages", {})
+        evaluate, sample = stages.get("evaluate", {}), stages.get("sample", {})
+        lines += [
+            f"- Full-split evaluation: {number(evaluate.get('evaluation_s'), 3)} s for "
+            f"{evaluate.get('scored_chars', 'n/a')} characters"
+            + (f" ({evaluate['error']})" if "error" in evaluate else ""),
+            f"- Sampling: {number(sample.get('chars_per_s'), 0)} characters a second "
+            f"({number(sample.get('sampling_s'), 2)} s)"
+            + (f" ({sample['error']})" if "error" in sample else ""),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def save(out_dir: Path, bench: dict[str, Any]) -> None:
+    """bench.json and bench.md as far as measured: kept if a later part runs out of time."""
+    write_text(out_dir / "bench.json", json.dumps(bench, indent=2) + "\n")
+    write_text(out_dir / "bench.md", markdown(bench))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--target-loss", type=float, default=1.47, help="nats (default 1.47)")
+    parser.add_argument("--time-cap-s", type=float, default=240.0, help="per target run")
+    parser.add_argument("--variant-timeout-s", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    work, logs = args.out_dir / "work", args.out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bench: dict[str, Any] = {"target_loss": args.target_loss, **measure_variants(args, work, logs)}
+    save(args.out_dir, bench)
+    if bench["variants"]:
+        on_cuda = bench["machine"]["device"].startswith("cuda")
+        variants = bench["variants"]
+        name = min(variants, key=lambda v: variants[v]["median_step_ms"])
+        target: dict[str, Any] = {"variant": name, "plain": {}, "monitored": {}}
+        bench["target"] = target
+        for label, monitored in (("plain", False), ("monitored", True)):
+            folder = work / label
+            target[label] = train_to_target(
+                args, variants[name]["settings"], folder, logs, on_cuda, monitored
+            )
+            save(args.out_dir, bench)
+        plain, watched = target["plain"].get("chars_per_s"), target["monitored"].get("chars_per_s")
+        target["monitor_ratio"] = plain / watched if plain and watched else None
+        if target["plain"].get("finished"):
+            target["stages"] = evaluate_and_sample(args, work / "plain", logs, on_cuda)
+        save(args.out_dir, bench)
+    print((args.out_dir / "bench.md").read_text(encoding="utf-8"))
+    return 0 if bench["variants"] and not bench["failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
