@@ -191,12 +191,13 @@ def test_every_rule_is_a_slurm_job_with_the_profiles_resources(slurm_run: SlurmR
             # One (FAKE) GPU and the two CPUs of --set-threads.
             assert "gres/gpu=1" in req and "gres/gpu=1" in alloc, job
             assert "cpu=2" in alloc, job
-            # SLURM handed the job its GPU; the GPU monitor took it from there.
+            # SLURM handed the job its GPU: the GPU monitor claimed no slot of its own.
             monitor = json.loads((slurm_run.repo / RUN / "monitor" / f"{rule}.json").read_text())
-            assert monitor["gpu_slot"]["source"] == "CUDA_VISIBLE_DEVICES", monitor
+            assert monitor["gpu_slot"] is None, monitor
         else:
             assert not any(tres.startswith("gres/gpu") for tres in req + alloc), job
             assert "cpu=1" in alloc, job
+    assert not (slurm_run.repo / ".snakemake" / "gpu-slots").exists()
 
 
 def test_slurm_results_equal_a_local_run(slurm_run: SlurmRun, local_run: Path) -> None:

@@ -123,11 +123,17 @@ def file_options(wildcards, input, output):
     )
 
 
-def monitor_args(wildcards, output):
-    """gpu_monitor.py options: a GPU slot, sampling intervals, the outputs' PREFIX."""
+def monitor_args(wildcards, output, resources):
+    """gpu_monitor.py options: a GPU slot, sampling intervals, the outputs' PREFIX.
+
+    A job that a cluster scheduler places gets its GPUs from the scheduler, and the slot
+    locks would sit in the shared checkout, one lock file for all the nodes: profiles for
+    clusters set the resource `gpu_slots: 0` to turn them off.
+    """
     prefix = output.gpu[0].removesuffix(".json")
     interval = config["monitor"]
+    slots = "--slot-dir .snakemake/gpu-slots " if resources.get("gpu_slots", 1) else ""
     return (
-        f"--slot-dir .snakemake/gpu-slots --memory-interval {interval['memory_interval_s']}"
+        f"{slots}--memory-interval {interval['memory_interval_s']}"
         f" --slow-interval {interval['slow_interval_s']} --out-prefix {prefix}"
     )
