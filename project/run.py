@@ -47,7 +47,7 @@ from utils.config import (
 )
 from utils.cost import StageCost
 from utils.device import DeviceError, resolve_device, resolve_precision
-from utils.distributed import Ranks, join, launch, leave, under_launcher
+from utils.distributed import Ranks, join, launch, launched_ranks, leave, under_launcher
 from utils.inputs import MissingInputError, StaleInputError, file_record, require, verify
 from utils.io import DiskFullError, read_json, read_jsonl, write_json, write_text
 from utils.lock import BusyError, sole_writer
@@ -420,7 +420,7 @@ def quick_validation(files: Files, metrics: dict[str, Any]) -> dict[str, Any]:
 def run_all(args: argparse.Namespace) -> int:
     """Resolve once, write the stage configs as the workflow does, chain the stages."""
     resolved = resolve(args)
-    write_stage_configs(args.out_dir / CONFIG_DIR, resolved)
+    config_files = write_stage_configs(args.out_dir / CONFIG_DIR, resolved)
     files = stage_files(args, "all")
 
     def view(stage: str) -> Config:
@@ -429,8 +429,13 @@ def run_all(args: argparse.Namespace) -> int:
     run_prepare(view("prepare"), files)
     train = view("train")
     if train.train.devices > 1:
-        config_file = args.out_dir / CONFIG_DIR / "train.json"
-        argv = ["train", "--stage-config", str(config_file), "--out-dir", str(args.out_dir)]
+        argv = [
+            "train",
+            "--stage-config",
+            str(config_files["train"]),
+            "--out-dir",
+            str(args.out_dir),
+        ]
         run_distributed(train, [*argv, "--resume", args.resume])
         summary = read_json(files["summary"])
     else:
@@ -465,7 +470,7 @@ def run_bench(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(  # under torchrun, rank 0 alone reports progress
-        level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+        level=logging.INFO if launched_ranks().main else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -146,6 +146,7 @@ class Trainer:
             if config.train.cuda_graph
             else self._step
         )
+        self.captured = config.train.cuda_graph and capture
         self.state = TrainState()
         self.losses: list[float] = []
         self.chars_per_step = config.train.batch_size * model.config.block_size
@@ -305,14 +306,16 @@ class Trainer:
         the same settings (SAFE_ON_RESUME aside) and data; returns the step resumed from.
         """
         resumed_from = self._restore(resume)
+        # The log up to the checkpoint: a lost run's lines go.
+        kept = [] if resumed_from is None else log_until(self.log_path, resumed_from)
+        self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
         # Every process has read the work folder before rank 0 changes it.
         self.ranks.barrier()
         if self.ranks.main and resumed_from is None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             for name in (BEST, LAST):
                 (self.work_dir / name).unlink(missing_ok=True)
-        if self.ranks.main:  # the log up to the checkpoint (a lost run's lines go)
-            kept = [] if resumed_from is None else log_until(self.log_path, resumed_from)
+        if self.ranks.main:
             write_jsonl(self.log_path, kept)
         if self.ranks.distributed:
             seed_rank(self.config.seed, self.state.step, self.ranks.rank)
@@ -348,8 +351,6 @@ class Trainer:
             self.schedule.load_state_dict(checkpoint["schedule"])
             self.state = TrainState(**checkpoint["state"])
             set_rng_state(checkpoint["rng"])
-            kept = log_until(self.log_path, self.state.step)
-            self.losses = [r["loss"] for r in kept if r["kind"] == "train"]
             applied = changed_keys(checkpoint["config"], self.raw_config)
             logger.info(
                 "resumed from %s at step %d%s",
@@ -463,7 +464,7 @@ class Trainer:
             "chars_per_s": steady_chars / steady_time if steady_time else None,
             "precision": self.precision,
             "compiled": self.compiled,
-            "cuda_graph": isinstance(self.run_step, GraphedStep) and self.run_step.capture,
+            "cuda_graph": self.captured,
             "world_size": self.ranks.world_size,
         }
 

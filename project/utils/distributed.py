@@ -94,16 +94,23 @@ def die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def join(device: torch.device) -> Ranks:
-    """This process's ranks, joining the process group when torchrun started it."""
+def launched_ranks() -> Ranks:
+    """This process's ranks as torchrun set them (rank 0 of 1 outside torchrun)."""
     if not under_launcher():
         return Ranks()
-    die_with_launcher()
-    ranks = Ranks(
+    return Ranks(
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ["LOCAL_RANK"]),
     )
+
+
+def join(device: torch.device) -> Ranks:
+    """This process's ranks, joining the process group when torchrun started it."""
+    ranks = launched_ranks()
+    if not ranks.distributed:
+        return ranks
+    die_with_launcher()
     if device.type == "cuda":
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
