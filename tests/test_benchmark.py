@@ -41,12 +41,27 @@ def test_every_step_variant_of_the_device_is_measured(bench: tuple[Path, dict]) 
 
 
 @pytest.mark.slow
+def test_each_variant_profile_accounts_for_its_step(bench: tuple[Path, dict]) -> None:
+    out, report = bench
+    for figures in report["variants"].values():
+        profile = figures["profile"]
+        times = [row["ms_per_step"] for row in profile["top"]]
+        assert times and times == sorted(times, reverse=True)
+        # The operators' self times add up to about the step: none counted twice, none lost.
+        assert 0.5 < profile["busy_ms_per_step"] / figures["median_step_ms"] < 2
+    default = report["machine"]["default_variant"]
+    text = (out / "bench.md").read_text(encoding="utf-8")
+    assert f"## Where the step's time goes\n\nVariant `{default}`" in text
+    assert report["variants"][default]["profile"]["top"][0]["name"] in text
+
+
+@pytest.mark.slow
 def test_target_runs_train_one_cpu_epoch_with_and_without_the_monitor(
     bench: tuple[Path, dict],
 ) -> None:
     out, report = bench
     target = report["target"]
-    assert target["variant"] in report["variants"]
+    assert target["variant"] == report["machine"]["default_variant"]
     for label in ("plain", "monitored"):
         run, folder = target[label], out / "work" / label
         summary = read_json(folder / "train_summary.json")

@@ -55,6 +55,11 @@ class TrainBatches:
         # Offsets 0..T of one window, reused by every gather.
         self.window = torch.arange(block_size + 1, device=ids.device)
 
+    @property
+    def batch_shape(self) -> tuple[int, int]:
+        """(B/N, T): the shape of this process's inputs and targets."""
+        return (self.share.stop - self.share.start, self.block_size)
+
     def window_starts(self, epoch: int) -> torch.Tensor:
         """D4: the shuffled start positions of epoch `epoch`'s windows (batches in order)."""
         rng = epoch_generator(self.seed, epoch)

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import torch._inductor
 import yaml
 
 import run
 from utils.config import (
+    COMPILE_MODES,
     DEFAULT_CONFIG,
     PROJECT_DIR,
     STAGE_SECTIONS,
@@ -106,11 +109,30 @@ def test_wrong_type_is_rejected_by_name(tmp_path: Path, yaml_text: str, key: str
         ("train:\n  precision: fp16\n", "train.precision"),
         ("device: tpu\n", "device"),
         ("eval:\n  stride: 300\n", "eval.stride"),  # longer than the context
+        ("train:\n  compile_mode: fastest\n", "train.compile_mode"),
     ],
 )
 def test_out_of_range_is_rejected_by_name(tmp_path: Path, yaml_text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
         load(write_yaml(tmp_path, yaml_text))
+
+
+@pytest.mark.parametrize("mode", COMPILE_MODES)
+def test_compile_modes_with_cuda_graphs_of_their_own_exclude_the_step_graph(
+    tmp_path: Path, mode: str
+) -> None:
+    # Whether a mode brings CUDA graphs is torch's fact: read it from torch.
+    own_graphs = torch._inductor.list_mode_options(mode).get("triton.cudagraphs", False)
+    assert COMPILE_MODES[mode] == own_graphs
+    text = f"train:\n  compile: true\n  cuda_graph: true\n  compile_mode: {mode}\n"
+    if own_graphs:
+        with pytest.raises(ConfigError, match=r"'train\.compile_mode'.*cannot nest"):
+            load(write_yaml(tmp_path, text))
+    else:
+        assert load(write_yaml(tmp_path, text))[0].train.compile_mode == mode
+    off = tmp_path / "off.yaml"  # load() parses each path once a process
+    off.write_text(text.replace("cuda_graph: true", "cuda_graph: false"), encoding="utf-8")
+    assert load(off)[0].train.compile_mode == mode
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,19 @@ def test_train_batches_are_a_pure_function_of_seed_and_epoch() -> None:
     )
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_ranks_take_disjoint_shares_that_make_up_the_global_batch(world_size: int) -> None:
+    ids, block, batch = torch.arange(3000), 8, 8
+    whole = list(TrainBatches(ids, block, batch, seed=2).epoch(1))
+    ranks = [TrainBatches(ids, block, batch, 2, r, world_size) for r in range(world_size)]
+    for rank in ranks:
+        assert rank.batch_shape == (batch // world_size, block)
+    for step, shares in enumerate(zip(*(rank.epoch(1) for rank in ranks), strict=True)):
+        for inputs, targets in shares:
+            assert inputs.shape == targets.shape == ranks[0].batch_shape
+        assert torch.equal(torch.cat([inputs for inputs, _ in shares]), whole[step][0])
+
+
 def test_train_batches_reject_a_split_too_short_for_one_batch() -> None:
     with pytest.raises(ValueError, match="too short"):
         TrainBatches(torch.arange(20), 8, 4, seed=0)

@@ -1,6 +1,7 @@
 """Training speed benchmark: median step time, characters a second and model FLOPs
 utilisation (MFU) after warm-up, for each way to run the step (T5, T6): eager, torch.compile
-(default and reduce-overhead), and the whole step replayed from one CUDA graph.
+(default, reduce-overhead, max-autotune), and the whole step replayed from one CUDA graph;
+then a profile of a few more steps: where the step's time goes, kernel by kernel.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ import dataclasses
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from data.dataset import PreparedData
 from model.gpt import CharGPT
@@ -25,6 +29,8 @@ from utils.seed import seed_everything
 WARMUP_STEPS = 15
 MEASURED_STEPS = 60  # in BLOCKS blocks; the step time is the median block's mean
 BLOCKS = 3
+PROFILED_STEPS = 5
+TOP_KERNELS = 12  # the longest kernels (CPU: operators) a profile lists
 # Dense bf16 matmul rate measured on our H100 (8192³ products): the MFU denominator.
 DEFAULT_CUDA_PEAK_TFLOPS = 790.0
 
@@ -56,6 +62,12 @@ VARIANTS = (
     Variant("reduce-overhead", compile=True, compile_mode="reduce-overhead", cuda_graph=False),
     Variant("graph", compile=False, compile_mode="default", cuda_graph=True),
     Variant("compile+graph", compile=True, compile_mode="default", cuda_graph=True),
+    Variant(
+        "max-autotune+graph",
+        compile=True,
+        compile_mode="max-autotune-no-cudagraphs",
+        cuda_graph=True,
+    ),
 )
 VARIANT_NAMES = tuple(variant.name for variant in VARIANTS)
 
@@ -67,6 +79,50 @@ def variants(device: torch.device) -> list[Variant]:
     if device.type == "cuda":
         return list(VARIANTS)
     return [variant for variant in VARIANTS if not variant.compile]
+
+
+def default_variant(config: Config, device: torch.device) -> str | None:
+    """The variant a run of `config` trains in on `device` (torch.compile only on CUDA)."""
+    train = config.train
+    compiled = train.compile and device.type == "cuda"
+    for variant in variants(device):
+        same_mode = not compiled or variant.compile_mode == train.compile_mode
+        if (variant.compile, variant.cuda_graph) == (compiled, train.cuda_graph) and same_mode:
+            return variant.name
+    return None
+
+
+def profile_steps(step: Callable[[], object], device: torch.device) -> dict[str, Any]:
+    """Where the step's time goes: PROFILED_STEPS steps under the PyTorch profiler, with the
+    time each kernel (on the CPU: each operator, self time) takes a step, longest first.
+    `busy_ms_per_step` sums them all: next to the step time it shows how much of a step
+    the device spends idle (waiting for the host).
+    """
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
+    with profile(activities=activities) as profiler:
+        for _ in range(PROFILED_STEPS):
+            step()
+        if on_cuda:
+            torch.cuda.synchronize(device)
+    measured = DeviceType.CUDA if on_cuda else DeviceType.CPU
+    rows = []
+    for event in profiler.key_averages():
+        if event.device_type != measured:
+            continue
+        micros = event.self_device_time_total if on_cuda else event.self_cpu_time_total
+        if micros > 0:
+            rows.append((event.key, micros / 1e3 / PROFILED_STEPS, event.count / PROFILED_STEPS))
+    rows.sort(key=lambda row: row[1], reverse=True)
+    return {
+        "unit": "kernel" if on_cuda else "operator",
+        "steps": PROFILED_STEPS,
+        "busy_ms_per_step": sum(row[1] for row in rows),
+        "top": [
+            {"name": name, "ms_per_step": ms, "calls_per_step": calls}
+            for name, ms, calls in rows[:TOP_KERNELS]
+        ],
+    }
 
 
 def time_variant(
@@ -102,6 +158,7 @@ def time_variant(
                 trainer.train_step(*next(batches))
             sync()
             block_times.append((time.perf_counter() - begin) / (MEASURED_STEPS // BLOCKS))
+        profiled = profile_steps(lambda: trainer.train_step(*next(batches)), device)
     step_s = statistics.median(block_times)
     chars = config.train.batch_size * config.model.block_size
     return {
@@ -112,6 +169,7 @@ def time_variant(
         "max_memory_reserved_bytes": (
             torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
         ),
+        "profile": profiled,
     }
 
 
@@ -173,5 +231,6 @@ def benchmark(
         "warmup_steps": WARMUP_STEPS,
         "measured_steps": MEASURED_STEPS,
         "variants_here": [variant.name for variant in variants(device)],
+        "default_variant": default_variant(config, device),
         "variants": results,
     }

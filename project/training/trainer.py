@@ -139,10 +139,9 @@ class Trainer:
         self.forward = self._compiled_forward()
         # One CUDA graph a step on one device; under DDP the gradient exchange happens
         # inside backward, so the step runs uncaptured.
-        share = (config.train.batch_size // self.ranks.world_size, model.config.block_size)
         capture = self.device.type == "cuda" and not self.ranks.distributed
         self.run_step = (
-            GraphedStep(self._step, share, self.device, capture)
+            GraphedStep(self._step, self.batches.batch_shape, self.device, capture)
             if config.train.cuda_graph
             else self._step
         )

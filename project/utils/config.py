@@ -48,6 +48,14 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 STAGES = tuple(STAGE_SECTIONS)
 # What a run may change without being a deviation from the plan's design.
 RUN_CHOICES = ("seed", "device", "train.epochs")
+# torch.compile's modes (train.compile_mode), each with whether it replays the model from
+# CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
+COMPILE_MODES: dict[str, bool] = {
+    "default": False,
+    "reduce-overhead": True,
+    "max-autotune": True,
+    "max-autotune-no-cudagraphs": False,
+}
 
 
 class ConfigError(ValueError):
@@ -144,14 +152,13 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
         _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
-        _require_choice(
-            self.compile_mode, "train.compile_mode", ("default", "reduce-overhead", "max-autotune")
-        )
+        _require_choice(self.compile_mode, "train.compile_mode", tuple(COMPILE_MODES))
         _require(
-            not (self.cuda_graph and self.compile and self.compile_mode == "reduce-overhead"),
+            not (self.cuda_graph and self.compile and COMPILE_MODES[self.compile_mode]),
             "train.compile_mode",
-            "reduce-overhead captures the model in CUDA graphs of its own, which cannot nest "
-            "in train.cuda_graph's capture of the whole step: set one of them",
+            f"{self.compile_mode} captures the model in CUDA graphs of its own, which cannot "
+            "nest in train.cuda_graph's capture of the whole step: set train.cuda_graph=false "
+            f"or a mode without them ({', '.join(m for m, g in COMPILE_MODES.items() if not g)})",
         )
         _require(self.devices >= 1, "train.devices", "must be >= 1")
         _require(
