@@ -30,7 +30,7 @@ from data.preprocess import UnusableTextError, prepare
 from model.gpt import CharGPT
 from testing.evaluator import evaluate, validation_loss
 from testing.sampler import sample_text
-from training.bench import VARIANT_NAMES, benchmark
+from training.bench import DEFAULT_CUDA_PEAK_TFLOPS, VARIANT_NAMES, benchmark
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.trainer import RESUME_MODES, NonFiniteError, ResumeError, Trainer
 from utils.config import (
@@ -156,7 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peak-tflops",
         type=float,
         help="bench only: the device's peak bf16 TFLOP/s for model FLOPs utilisation "
-        "(default on CUDA: 790, the dense bf16 matmul rate measured on our H100)",
+        f"(default on CUDA: {DEFAULT_CUDA_PEAK_TFLOPS:g}, the dense bf16 matmul rate "
+        "measured on our H100)",
     )
     files = parser.add_argument_group("files of a stage (default: under --out-dir)")
     for name, default in FILES.items():

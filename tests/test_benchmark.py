@@ -5,10 +5,13 @@ minutes): every part measured, and the figures consistent with the runs they com
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from workflow_runs import REPO, workflow_env
 
@@ -71,7 +74,8 @@ def test_target_runs_train_one_cpu_epoch_with_and_without_the_monitor(
         assert not run["reached"] and run["time_to_target_s"] is None
         assert run["best_val_loss"] == summary["best_val_loss"] > report["target_loss"]
         assert run["chars_per_s"] > 0
-    assert target["monitored"]["nvml"]["gpu_available"] is False
+    nvml = target["monitored"]["nvml"]
+    assert nvml["gpu_available"] is False and nvml["sampling_cpu_share"] is None
     ratio = target["plain"]["chars_per_s"] / target["monitored"]["chars_per_s"]
     assert target["monitor_ratio"] == pytest.approx(ratio)
 
@@ -88,6 +92,24 @@ def test_evaluation_and_sampling_speed_come_from_the_stages(bench: tuple[Path, d
         sample["num_chars"] / stages["sample"]["sampling_s"]
     )
     text = (out / "bench.md").read_text(encoding="utf-8")
-    for heading in ("## Training step", "## Time to validation loss 1.47 nats"):
+    for heading in ("## Training step", f"## Time to validation loss {report['target_loss']} nats"):
         assert heading in text
     assert "Full-split evaluation:" in text and "Sampling:" in text
+
+
+def test_sigterm_stops_the_benchmark_and_the_command_it_runs(tmp_path: Path) -> None:
+    # As `timeout` or a scheduler ends it: the command it started (in a session of its own,
+    # so no terminal signal reaches it) must not go on running.
+    command = [sys.executable, "workflow/scripts/benchmark.py", str(tmp_path), "--device", "cpu"]
+    benchmark = subprocess.Popen(command, cwd=REPO, env=workflow_env(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while not children:
+        assert time.monotonic() < deadline, "the benchmark started no command"
+        children = psutil.Process(benchmark.pid).children(recursive=True)
+        time.sleep(0.1)
+    benchmark.send_signal(signal.SIGTERM)
+    assert benchmark.wait(timeout=40) == 128 + signal.SIGTERM
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"still running after the benchmark stopped: {alive}"
+    assert gone

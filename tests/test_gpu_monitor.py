@@ -179,6 +179,8 @@ def test_normal_run_reads_every_metric() -> None:
     }
     assert summary["samples"] >= 29  # the first memory read is the baseline
     assert summary["achieved_memory_interval_s"] > 0
+    # The sampling thread's CPU time (spent on the fake here): some, and less than it lived.
+    assert 0 < summary["sampling_cpu_s"] < summary["wall_time_s"]
     assert summary["job_memory_source"] == PROCESS_LIST
     assert summary["peak_job_memory_bytes"] == 512 * MIB
     assert summary["peak_device_used_bytes"] == summary["baseline_device_used_bytes"] == GIB
@@ -389,6 +391,7 @@ def test_cli_without_gpu_runs_the_job_and_says_why(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "x.json").read_text())
     assert summary["gpu_available"] is False
     assert summary["reason"]
+    assert summary["sampling_cpu_s"] is summary["sampling_cpu_share"] is None  # no sampling
     assert summary["exit_code"] == 0
     assert summary["command"] == [sys.executable, "-c", "print('hi')"]
     header = "t_s,device_used_bytes,job_used_bytes,gpu_util_pct,mem_util_pct,power_w,temperature_c"

@@ -1,7 +1,7 @@
 """Training speed benchmark: median step time, characters a second and model FLOPs
-utilisation (MFU) after warm-up, for each way to run the step (T5, T6): eager, torch.compile
-(default, reduce-overhead, max-autotune), and the whole step replayed from one CUDA graph;
-then a profile of a few more steps: where the step's time goes, kernel by kernel.
+utilisation (MFU) after warm-up, for each way to run the step (T5, T6; VARIANTS): eager or
+torch.compile'd, with or without the whole step replayed from one CUDA graph; then a profile
+of a few more steps: where the step's time goes, kernel by kernel.
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 # Names inside the work folder, private to training: the outputs are named by the caller.
 LOG_FILE = "train_log.jsonl"
-# Settings a resumed run may change: how often it validates, saves, reads losses back, and
-# whether it compiles; not what it computes. They are left out of the fingerprint.
+# Settings a resumed run may change: how often it validates, saves and reads losses back,
+# whether it compiles, when it stops early, on how many devices; not what it computes.
+# They are left out of the fingerprint.
 SAFE_ON_RESUME = (
     "train.eval_every_steps",
     "train.checkpoint_every_steps",
@@ -424,7 +425,7 @@ class Trainer:
                 self.state.step_in_epoch = 0
                 self._evaluate()
                 self._save(LAST)
-                progress.end_epoch(self.state)
+                progress.end_epoch()
             stop = self._stop_reason()
         progress.close()
         return self._summary(
@@ -508,7 +509,7 @@ class Progress:
                 lr,
             )
 
-    def end_epoch(self, state: TrainState) -> None:
+    def end_epoch(self) -> None:
         if self.epoch_bar is not None and self.step_bar is not None:
             self.epoch_bar.update(1)
             self.step_bar.reset()

@@ -48,6 +48,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 STAGES = tuple(STAGE_SECTIONS)
 # What a run may change without being a deviation from the plan's design.
 RUN_CHOICES = ("seed", "device", "train.epochs")
+DEVICES = ("auto", "cpu", "cuda")  # `device`: auto picks CUDA where PyTorch sees it
 # torch.compile's modes (train.compile_mode), each with whether it replays the model from
 # CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
 COMPILE_MODES: dict[str, bool] = {
@@ -218,7 +219,7 @@ class Config:
 
     def check(self) -> None:
         if self.device is not None:
-            _require_choice(self.device, "device", ("auto", "cpu", "cuda"))
+            _require_choice(self.device, "device", DEVICES)
         for section in (self.data, self.model, self.train, self.eval, self.sample):
             if section is not None:
                 section.check()
@@ -530,7 +531,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     parser.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=DEVICES,
         help="where to run; auto = CUDA if available, else the CPU (config key: device)",
     )
     parser.add_argument("--seed", type=int, help="the one seed of Python, NumPy, PyTorch (T8)")

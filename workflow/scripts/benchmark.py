@@ -1,11 +1,12 @@
 """The speed benchmark in one command: what training, evaluation and sampling cost here.
 
-    python workflow/scripts/benchmark.py OUT_DIR [--device auto|cpu|cuda] [--target-loss 1.47]
-        [--time-cap-s 240] [--variant-timeout-s 150]
+    python workflow/scripts/benchmark.py OUT_DIR [--device D] [--target-loss NATS]
+        [--time-cap-s S] [--variant-timeout-s S]        (--help: what each means, defaults)
 
-Writes OUT_DIR/bench.json and a readable OUT_DIR/bench.md; each command's output goes to
-OUT_DIR/logs/. On CUDA it measures the plan's configuration; on the CPU the CPU preset, whose
-target runs last one epoch (a few minutes on 2 cores). Every figure comes from the project's
+Writes OUT_DIR/bench.json and a readable OUT_DIR/bench.md, updated after each part; each
+command's output goes to OUT_DIR/logs/. A SIGTERM stops the running command with it. On
+CUDA it measures the plan's configuration; on the CPU the CPU preset, whose target runs
+last one epoch (about 2 minutes in all on 2 cores). Every figure comes from the project's
 own commands, each in a process of its own:
 
 1. `run.py bench --variant V`, for every way to run the training step on this device: step
@@ -16,7 +17,8 @@ own commands, each in a process of its own:
    end of the first full-split validation that reaches the target; stopped at --time-cap-s
    if it has not.
 3. The same training wrapped in gpu_monitor.py: the monitor's cost, as the ratio of the two
-   runs' training throughputs, and NVML's peak memory beside PyTorch's.
+   runs' training throughputs and as its sampling thread's CPU time, and NVML's peak memory
+   beside PyTorch's.
 4. `run.py evaluate` and `run.py sample` on the model of 2: the full-split evaluation time
    and the sampling speed, from their cost records.
 """
@@ -57,6 +59,9 @@ class Command:
             except subprocess.TimeoutExpired:
                 self.code = stop_group(process)
                 self.timed_out = True
+            except BaseException:  # SIGTERM (see main) or Ctrl-C: the command stops too
+                stop_group(process)
+                raise
         self.wall_s = time.time() - self.started
         state = "stopped at its time limit" if self.timed_out else f"exit {self.code}"
         print(f"{name}: {state} after {self.wall_s:.1f} s (log: {self.log})", flush=True)
@@ -180,6 +185,8 @@ def train_to_target(
                 "reason",
                 "peak_job_memory_bytes",
                 "peak_device_used_bytes",
+                "sampling_cpu_s",
+                "sampling_cpu_share",
             )
         }
     return result
@@ -218,6 +225,10 @@ def shipped_variant(bench: dict[str, Any]) -> str:
 NAME_WIDTH = 72  # kernel names are long (Triton's name every fused operation)
 
 
+def percent(share: float | None, digits: int) -> str:
+    return "n/a" if share is None else f"{share:.{digits}%}"
+
+
 def profile_section(variants: dict[str, Any], default: str | None) -> list[str]:
     """The default variant's profile; if the profiler saw none of its kernels (a CUDA graph's
     replay may hide them), the fastest variant's whose kernels it saw.
@@ -237,7 +248,7 @@ def profile_section(variants: dict[str, Any], default: str | None) -> list[str]:
         [
             f"`{r['name'][:NAME_WIDTH]}`",
             number(r["ms_per_step"], 3),
-            f"{r['ms_per_step'] / busy:.1%}",
+            percent(r["ms_per_step"] / busy, 1),
             number(r["calls_per_step"], 0),
         ]
         for r in profile["top"]
@@ -277,7 +288,7 @@ def markdown(bench: dict[str, Any]) -> str:
                     number(r["median_step_ms"], 2),
                     number(r["chars_per_s"], 0),
                     number(r["achieved_tflops"], 1),
-                    "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}",
+                    percent(r["mfu"], 1),
                     number(r["warmup_s"], 1),
                     mib(r["max_memory_reserved_bytes"], "n/a"),
                 ]
@@ -288,16 +299,19 @@ def markdown(bench: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {name} failed: {why}" for name, why in bench["failed"].items()]
-    fastest = min(variants, key=lambda v: variants[v]["median_step_ms"])
-    lines += [
-        f"- Fastest: `{fastest}`; the default configuration runs `{machine['default_variant']}`.",
-        *profile_section(variants, machine["default_variant"]),
-    ]
+    if variants:
+        fastest = min(variants, key=lambda v: variants[v]["median_step_ms"])
+        default = machine["default_variant"]
+        lines += [
+            f"- Fastest: `{fastest}`; the default configuration runs `{default}`.",
+            *profile_section(variants, default),
+        ]
     target = bench.get("target")
     if target:
         plain, watched = target["plain"], target["monitored"]
         reserved = mib(plain.get("torch_max_memory_reserved_bytes"), "n/a")
-        nvml_peak = mib((watched.get("nvml") or {}).get("peak_job_memory_bytes"), "n/a")
+        nvml = watched.get("nvml") or {}
+        nvml_peak = mib(nvml.get("peak_job_memory_bytes"), "n/a")
         lines += [
             "",
             f"## Time to validation loss {bench['target_loss']} nats",
@@ -335,7 +349,9 @@ def markdown(bench: dict[str, Any]) -> str:
             ),
             "",
             f"- Monitor overhead: throughput ratio without/with the monitor "
-            f"{number(target.get('monitor_ratio'), 4)}.",
+            f"{number(target.get('monitor_ratio'), 4)}; its sampling thread's CPU time "
+            f"{number(nvml.get('sampling_cpu_s'), 2)} s, "
+            f"{percent(nvml.get('sampling_cpu_share'), 2)} of one core.",
             f"- Peak memory: PyTorch reserved {reserved}; NVML job peak {nvml_peak}.",
         ]
         stages = target.get("stages", {})
@@ -358,13 +374,24 @@ def save(out_dir: Path, bench: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("out_dir", type=Path, help="where bench.json, bench.md and logs/ go")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--target-loss", type=float, default=1.47, help="nats (default 1.47)")
-    parser.add_argument("--time-cap-s", type=float, default=240.0, help="per target run")
-    parser.add_argument("--variant-timeout-s", type=float, default=150.0)
+    parser.add_argument(
+        "--target-loss", type=float, default=1.47, help="validation loss to reach, in nats"
+    )
+    parser.add_argument(
+        "--time-cap-s", type=float, default=240.0, help="time limit of each target run"
+    )
+    parser.add_argument(
+        "--variant-timeout-s", type=float, default=150.0, help="time limit of each step variant"
+    )
     args = parser.parse_args(argv)
+    # `timeout`, a scheduler: the command running then stops too (Command), not only this one.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     work, logs = args.out_dir / "work", args.out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     bench: dict[str, Any] = {"target_loss": args.target_loss, **measure_variants(args, work, logs)}

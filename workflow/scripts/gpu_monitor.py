@@ -200,6 +200,7 @@ class GpuMonitor:
         self._sampling_error: str | None = None
         self._none_memory_entries = 0
         self._job_pids: set[int] = {self.pid}
+        self._sampling_cpu_s: float | None = None  # the sampling thread's own CPU time
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
@@ -304,6 +305,9 @@ class GpuMonitor:
             # An NVML error ends sampling but keeps what was collected. Anything else (a bug)
             # would otherwise die silently with the thread, so it is recorded the same way.
             self._sampling_error = _describe(err)
+        finally:
+            # What the monitor costs the job's machine: this thread's CPU time.
+            self._sampling_cpu_s = time.thread_time()
 
     def _sample_memory(self, now: float) -> Sample:
         """Read device memory and the job's share of it."""
@@ -416,6 +420,10 @@ class GpuMonitor:
             "memory_interval_s": self.memory_interval,
             "achieved_memory_interval_s": statistics.median(gaps) if gaps else None,
             "slow_interval_s": self.slow_interval,
+            "sampling_cpu_s": self._sampling_cpu_s,
+            "sampling_cpu_share": (
+                None if self._sampling_cpu_s is None else self._sampling_cpu_s / wall_time_s
+            ),
             "peak_job_memory_bytes": _max(self._job_series()),
             "job_memory_source": self._job_memory_source(),
             "peak_device_used_bytes": _max(s.device_used_bytes for s in samples),
