@@ -13,9 +13,9 @@ own commands, each in a process of its own:
    time, characters a second, MFU, warm-up (compilation, graph capture), PyTorch's peak
    reserved memory, and a profile: the time each kernel takes a step.
 2. Time to target: `run.py train` with `train.target_val_loss`, in the project's default
-   variant (what a user's run trains in), timed from just before its process starts to the
-   end of the first full-split validation that reaches the target; stopped at --time-cap-s
-   if it has not.
+   variant (what a user's run trains in) and with an empty compile cache (as a first run),
+   timed from just before its process starts to the end of the first full-split validation
+   that reaches the target; stopped at --time-cap-s if it has not.
 3. The same training wrapped in gpu_monitor.py: the monitor's cost, as the ratio of the two
    runs' training throughputs and as its sampling thread's CPU time, and NVML's peak memory
    beside PyTorch's.
@@ -46,12 +46,24 @@ MONITOR = [sys.executable, str(REPO / "workflow" / "scripts" / "gpu_monitor.py")
 class Command:
     """One command of the benchmark, run to its end or its time limit; output to a log."""
 
-    def __init__(self, name: str, argv: list[str], logs: Path, timeout_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        logs: Path,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = logs / f"{name}.log"
         self.started = time.time()
         with self.log.open("w", encoding="utf-8") as log:
             process = subprocess.Popen(
-                argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             try:
                 self.code = process.wait(timeout=timeout_s)
@@ -131,6 +143,15 @@ def stage_options(args: argparse.Namespace, folder: Path, on_cuda: bool) -> list
     ]
 
 
+def cold_compile(folder: Path) -> dict[str, str]:
+    """The environment of a run that compiles from nothing, as a user's first run does: an
+    empty Inductor cache of its own (Triton's kernels are kept inside it), not the one the
+    step timings filled.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_CACHE_DIR"}
+    return {**env, "TORCHINDUCTOR_CACHE_DIR": str(folder / "compile-cache")}
+
+
 def train_to_target(
     args: argparse.Namespace,
     settings: dict[str, Any],
@@ -149,7 +170,7 @@ def train_to_target(
     prefix = folder / "monitor" / "train"
     if monitored:
         argv = [*MONITOR, "--out-prefix", str(prefix), "--", *argv]
-    command = Command(f"{folder.name}-train", argv, logs, args.time_cap_s)
+    command = Command(f"{folder.name}-train", argv, logs, args.time_cap_s, cold_compile(folder))
     log_file = folder / "train_log.jsonl"
     if not log_file.is_file():  # stopped before the end: the log is still in the work folder
         log_file = folder / "train.resume" / "train_log.jsonl"
@@ -316,9 +337,9 @@ def markdown(bench: dict[str, Any]) -> str:
             "",
             f"## Time to validation loss {bench['target_loss']} nats",
             "",
-            f"The default configuration, variant `{target['variant']}`; from before the "
-            "process started to the end of the first full-split validation at or below the "
-            "target.",
+            f"The default configuration, variant `{target['variant']}`, compiling from an "
+            "empty cache as a first run does; from before the process started to the end of "
+            "the first full-split validation at or below the target.",
             "",
             table(
                 [
@@ -349,9 +370,13 @@ def markdown(bench: dict[str, Any]) -> str:
             ),
             "",
             f"- Monitor overhead: throughput ratio without/with the monitor "
-            f"{number(target.get('monitor_ratio'), 4)}; its sampling thread's CPU time "
-            f"{number(nvml.get('sampling_cpu_s'), 2)} s, "
-            f"{percent(nvml.get('sampling_cpu_share'), 2)} of one core.",
+            f"{number(target.get('monitor_ratio'), 4)}; its sampling thread's CPU time: "
+            + (
+                "none (no GPU to sample)"
+                if nvml.get("sampling_cpu_s") is None
+                else f"{nvml['sampling_cpu_s']:.2f} s, {nvml['sampling_cpu_share']:.2%} of one core"
+            )
+            + ".",
             f"- Peak memory: PyTorch reserved {reserved}; NVML job peak {nvml_peak}.",
         ]
         stages = target.get("stages", {})
