@@ -80,6 +80,7 @@ def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str,
     # How the steps ran (T5), as the train summary recorded it.
     assert re.search(r"\| Training step +\| fp32, eager, 1 process +\|", report)
     assert summary["world_size"] == 1 and not summary["cuda_graph"]
+    assert summary["compile"] is None  # the CPU trains eagerly
     monitor = json.loads((folder / "monitor" / "train.json").read_text())
     if not monitor["gpu_available"]:
         assert monitor["reason"] and monitor["reason"] in report

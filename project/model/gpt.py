@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -35,15 +37,21 @@ class CharGPT(nn.Module):
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         init_weights(self.blocks, config.init_std)
 
-    def forward(self, ids: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        caches: list[KVCache] | None = None,
+        blocks: Sequence[Callable[..., torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         """ids (B, T) → logits (B, T, V); with one KVCache a block, ids continue the cached
-        positions.
+        positions. `blocks` run in place of self.blocks: the same blocks, each compiled on
+        its own (T5, train.compile_scope).
         """
         end = ids.shape[-1] + (caches[0].length if caches else 0)
         if end > self.config.block_size:
             raise ValueError(f"sequence of {end} exceeds the context T={self.config.block_size}")
         x = self.dropout(self.embedding(ids))
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks if blocks is None else blocks):
             x = block(x, caches[i] if caches else None)
         return self.embedding.logits(self.final_norm(x))
 

@@ -32,8 +32,8 @@ def test_the_default_configuration_is_one_measured_variant_on_each_device() -> N
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_each_variant_is_found_from_its_own_settings(variant: Variant) -> None:
     config = load()[0]
-    settings = {key: value for key, value in dataclasses.asdict(variant).items() if key != "name"}
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **settings))
+    train = dataclasses.replace(config.train, **variant.settings())
+    config = dataclasses.replace(config, train=train)
     assert default_variant(config, CUDA) == variant.name
     on_cpu = default_variant(config, CPU)
     assert on_cpu in {v.name for v in variants(CPU)}

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 
 import run
 from data.dataset import PreparedData
 from model.gpt import CharGPT
-from training.trainer import Trainer
-from utils.config import Config, load
+from training.trainer import Trainer, compiled_blocks
+from utils.config import COMPILE_SCOPES, Config, load
 from utils.device import resolve_precision
 from utils.seed import seed_everything
 
@@ -39,8 +40,12 @@ def losses(config: Config, data: PreparedData, device: torch.device, work_dir: P
     return [float(step.values[0]) for step in steps]
 
 
-def with_step(config: Config, *, cuda_graph: bool, compile_model: bool) -> Config:
-    train = dataclasses.replace(config.train, cuda_graph=cuda_graph, compile=compile_model)
+def with_step(
+    config: Config, *, cuda_graph: bool, compile_model: bool, scope: str = "model"
+) -> Config:
+    train = dataclasses.replace(
+        config.train, cuda_graph=cuda_graph, compile=compile_model, compile_scope=scope
+    )
     return dataclasses.replace(config, train=train)
 
 
@@ -66,9 +71,13 @@ def test_graph_ready_step_matches_the_plain_step_on_the_cpu_in_fp32(
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_step_matches_eager_in_bf16(prepared_run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scope", COMPILE_SCOPES)
+def test_cuda_graph_step_matches_eager_in_bf16(
+    prepared_run_dir: Path, tmp_path: Path, scope: str
+) -> None:
     """The plan's sizes without dropout (so both paths compute the same function):
-    torch.compile + one CUDA graph a step against eager PyTorch, both bf16 autocast.
+    torch.compile (of the model, or of each block) + one CUDA graph a step against eager
+    PyTorch, both bf16 autocast.
     Tolerance: each step's loss within 0.05 nats, their mean within 0.01.
     """
     config, _ = load(None, [{"model": {"dropout": 0.0}}])
@@ -78,11 +87,40 @@ def test_cuda_graph_step_matches_eager_in_bf16(prepared_run_dir: Path, tmp_path:
         with_step(config, cuda_graph=False, compile_model=False), data, cuda, tmp_path / "a"
     )
     graphed = losses(
-        with_step(config, cuda_graph=True, compile_model=True), data, cuda, tmp_path / "b"
+        with_step(config, cuda_graph=True, compile_model=True, scope=scope),
+        data,
+        cuda,
+        tmp_path / "b",
     )
     differences = [abs(a - b) for a, b in zip(eager, graphed, strict=True)]
     mean = sum(differences) / STEPS
-    print(f"bf16: largest step difference {max(differences):.4f} nats, mean {mean:.4f}")
+    largest = max(differences)
+    print(f"bf16, compile scope {scope}: largest step difference {largest:.4f}, mean {mean:.4f}")
     assert eager[-1] < eager[0] - 1.0
     assert max(differences) <= 0.05
     assert mean <= 0.01
+
+
+def test_block_scope_compiles_one_block_for_all_and_computes_the_same() -> None:
+    """train.compile_scope=block (regional compilation): the L blocks share one Dynamo
+    compilation, and logits and gradients through the compiled blocks are the model's own.
+    Dynamo's counting backend stands in for Inductor (it runs the captured graph as is).
+    """
+    small = {"n_layer": 3, "n_head": 4, "d_model": 64, "block_size": 32, "dropout": 0.0}
+    config, _ = load(None, [{"model": small}])
+    seed_everything(config.seed)
+    model = CharGPT(config.model, vocab_size=65)
+    ids = torch.randint(0, 65, (2, config.model.block_size))
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    blocks = compiled_blocks(model, backend=counter)
+    compiled = model(ids, blocks=blocks)
+    assert counter.frame_count == 1 and len(blocks) == config.model.n_layer
+    compiled.square().mean().backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager = model(ids)
+    eager.square().mean().backward()
+    assert torch.equal(compiled, eager)
+    for compiled_grad, p in zip(compiled_grads, model.parameters(), strict=True):
+        assert torch.equal(compiled_grad, p.grad)

@@ -54,6 +54,11 @@ class Variant:
     compile: bool
     compile_mode: str
     cuda_graph: bool
+    compile_scope: str = "model"
+
+    def settings(self) -> dict[str, Any]:
+        """The train.* keys this variant sets, with their values."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "name"}
 
 
 VARIANTS = (
@@ -62,6 +67,13 @@ VARIANTS = (
     Variant("reduce-overhead", compile=True, compile_mode="reduce-overhead", cuda_graph=False),
     Variant("graph", compile=False, compile_mode="default", cuda_graph=True),
     Variant("compile+graph", compile=True, compile_mode="default", cuda_graph=True),
+    Variant(
+        "compile-blocks+graph",
+        compile=True,
+        compile_mode="default",
+        cuda_graph=True,
+        compile_scope="block",
+    ),
     Variant(
         "max-autotune+graph",
         compile=True,
@@ -85,9 +97,11 @@ def default_variant(config: Config, device: torch.device) -> str | None:
     """The variant a run of `config` trains in on `device` (torch.compile only on CUDA)."""
     train = config.train
     compiled = train.compile and device.type == "cuda"
+    wanted = {"compile": compiled, "cuda_graph": train.cuda_graph}
+    if compiled:
+        wanted |= {"compile_mode": train.compile_mode, "compile_scope": train.compile_scope}
     for variant in variants(device):
-        same_mode = not compiled or variant.compile_mode == train.compile_mode
-        if (variant.compile, variant.cuda_graph) == (compiled, train.cuda_graph) and same_mode:
+        if wanted.items() <= variant.settings().items():
             return variant.name
     return None
 
@@ -191,17 +205,10 @@ def benchmark(
         )
     results = {}
     for variant in chosen:
-        train = dataclasses.replace(
-            config.train,
-            compile=variant.compile,
-            compile_mode=variant.compile_mode,
-            cuda_graph=variant.cuda_graph,
-        )
+        train = dataclasses.replace(config.train, **variant.settings())
         result = time_variant(dataclasses.replace(config, train=train), data, device, precision)
         result["mfu"] = result["achieved_tflops"] / peak_tflops if peak_tflops else None
-        result["settings"] = {  # as train.* keys, for a run in this variant
-            key: value for key, value in dataclasses.asdict(variant).items() if key != "name"
-        }
+        result["settings"] = variant.settings()  # for a run in this variant
         results[variant.name] = result
     print(
         f"bench on {device} ({precision}), B={config.train.batch_size} "

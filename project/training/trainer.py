@@ -9,6 +9,7 @@ the caller names, and the work folder goes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ SAFE_ON_RESUME = (
     "train.sync_every_steps",
     "train.compile",
     "train.compile_mode",
+    "train.compile_scope",
     "train.target_val_loss",
     "train.devices",
 )
@@ -158,8 +160,9 @@ class Trainer:
         return self.train_config.compile and self.device.type == "cuda"
 
     def _compiled_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """T5: torch.compile on CUDA when configured; plain eager elsewhere. Under DDP the
-        forward goes through DistributedDataParallel, whose backward averages the gradients.
+        """T5: torch.compile on CUDA when configured, of the whole forward or of each block
+        (train.compile_scope); plain eager elsewhere. Under DDP the forward goes through
+        DistributedDataParallel, whose backward averages the gradients.
         """
         forward: nn.Module = self.model
         if self.ranks.distributed:
@@ -167,7 +170,10 @@ class Trainer:
             forward = DistributedDataParallel(self.model, device_ids=local)
         if not self.compiled:
             return forward
-        return torch.compile(forward, mode=self.train_config.compile_mode)
+        mode = self.train_config.compile_mode
+        if self.train_config.compile_scope == "block":
+            return functools.partial(forward, blocks=compiled_blocks(self.model, mode=mode))
+        return torch.compile(forward, mode=mode)
 
     # -- one optimiser step --------------------------------------------------------------
 
@@ -463,10 +469,22 @@ class Trainer:
             "train_time_s": wall_time_s,
             "chars_per_s": steady_chars / steady_time if steady_time else None,
             "precision": self.precision,
-            "compiled": self.compiled,
+            "compile": (
+                {"mode": self.train_config.compile_mode, "scope": self.train_config.compile_scope}
+                if self.compiled
+                else None
+            ),
             "cuda_graph": self.captured,
             "world_size": self.ranks.world_size,
         }
+
+
+def compiled_blocks(model: CharGPT, **options: Any) -> list[Callable[..., torch.Tensor]]:
+    """T5 regional compilation: torch.compile(**options) of each transformer block on its
+    own. The blocks run the same code on the same shapes, so the first compilation serves
+    all L (Dynamo inlines the modules: their weights are inputs, not constants).
+    """
+    return [torch.compile(block, **options) for block in model.blocks]
 
 
 class Progress:

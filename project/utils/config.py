@@ -57,6 +57,10 @@ COMPILE_MODES: dict[str, bool] = {
     "max-autotune": True,
     "max-autotune-no-cudagraphs": False,
 }
+# What torch.compile compiles (train.compile_scope): the whole forward, or each transformer
+# block on its own ("regional compilation": the L blocks share one compilation, a faster
+# cold start, but nothing is fused across blocks).
+COMPILE_SCOPES = ("model", "block")
 
 
 class ConfigError(ValueError):
@@ -132,6 +136,7 @@ class TrainConfig:
     precision: str
     compile: bool
     compile_mode: str
+    compile_scope: str
     cuda_graph: bool
     target_val_loss: float | None
     devices: int
@@ -154,6 +159,7 @@ class TrainConfig:
         _require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
         _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
         _require_choice(self.compile_mode, "train.compile_mode", tuple(COMPILE_MODES))
+        _require_choice(self.compile_scope, "train.compile_scope", COMPILE_SCOPES)
         _require(
             not (self.cuda_graph and self.compile and COMPILE_MODES[self.compile_mode]),
             "train.compile_mode",

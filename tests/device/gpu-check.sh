@@ -15,15 +15,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 out=${OUT:?set OUT to the folder whose files come back}
 status=0
 
-timeout 400 python3 workflow/scripts/benchmark.py /tmp/bench --time-cap-s 60 \
+timeout 360 python3 workflow/scripts/benchmark.py /tmp/bench --time-cap-s 60 \
   --variant-timeout-s 100 || status=1
 cp /tmp/bench/bench.md /tmp/bench/bench.json "$out/" || status=1
 
-timeout 120 snakemake --cores all || status=1
+timeout 110 snakemake --cores all || status=1
 cp results/quick/seed1337/ml_res.md results/quick/seed1337/monitor/train.json "$out/" || status=1
 
 if python3 -c 'import pytest' 2>/dev/null; then
-  timeout 60 python3 -m pytest -q -p no:cacheprovider -s project/tests/test_step.py -k cuda \
+  timeout 100 python3 -m pytest -q -p no:cacheprovider -s project/tests/test_step.py -k cuda \
     || status=1
 else
   echo "gpu-check: pytest is not installed here; the CUDA tests did not run" >&2
