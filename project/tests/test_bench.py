@@ -5,14 +5,19 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
+import run
+from data.dataset import PreparedData
+from training import bench
 from training.bench import (
     TOP_KERNELS,
     VARIANTS,
     Variant,
+    benchmark,
     default_variant,
     profile_steps,
     variants,
@@ -54,3 +59,18 @@ def test_profile_lists_each_operator_once_a_step_longest_first() -> None:
     assert profile["top"][0]["name"] == "aten::mm"  # 2·512³ multiply-adds against 512² maxima
     assert len(times) < TOP_KERNELS  # every operator listed: they make up the busy time
     assert profile["busy_ms_per_step"] == pytest.approx(sum(times))
+
+
+def test_a_failing_profiler_costs_the_profile_not_the_timings(
+    prepared_run_dir: Path, tiny_config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> dict:
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(bench, "profile_steps", broken)
+    config = load(tiny_config_file, [{"device": "cpu"}])[0]
+    files = {name: prepared_run_dir / run.FILES[name] for name in run.DATA}
+    data = PreparedData.load(run.data_files(files))
+    figures = benchmark(config, data, peak_tflops=None, only="eager")["variants"]["eager"]
+    assert figures["median_step_ms"] > 0
+    assert figures["profile"] == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED", "top": []}

@@ -320,6 +320,11 @@ def markdown(bench: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {name} failed: {why}" for name, why in bench["failed"].items()]
+    lines += [
+        f"- {name}: no profile ({r['profile']['error']})"
+        for name, r in variants.items()
+        if "error" in r["profile"]
+    ]
     if variants:
         fastest = min(variants, key=lambda v: variants[v]["median_step_ms"])
         default = machine["default_variant"]
