@@ -2,6 +2,8 @@
 # The GPU machine's one command (../shared/device/README.md), from the checkout root:
 #
 #   bash ../shared/device/pack.sh              # here, once: fills .device/
+#   python3 -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
+#     -d .device/wheels pytest==9.2.0 iniconfig pluggy   # here: the CUDA tests' runner
 #   bash .device/run.sh bash tests/device/gpu-check.sh   # there, with .device carried
 #
 # 1. the benchmark (workflow/scripts/benchmark.py: step variants with their profiles, time
