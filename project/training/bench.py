@@ -181,7 +181,7 @@ def time_variant(
             logger.warning("profiling the step failed; its timings stand", exc_info=True)
             profiled = {"error": f"{type(error).__name__}: {error}", "top": []}
     step_s = statistics.median(block_times)
-    chars = config.train.batch_size * config.model.block_size
+    chars = trainer.chars_per_step
     return {
         "median_step_ms": step_s * 1e3,
         "chars_per_s": chars / step_s,
@@ -222,13 +222,15 @@ def benchmark(
         f"T={config.model.block_size} L={config.model.n_layer} d={config.model.d_model}; "
         f"{WARMUP_STEPS} warm-up + {MEASURED_STEPS} measured steps"
     )
+    width = max(len("variant"), *map(len, results)) + 2
     print(
-        f"{'variant':<18}{'step ms':>10}{'chars/s':>14}{'TFLOP/s':>10}{'MFU':>8}{'warm-up s':>11}"
+        f"{'variant':<{width}}{'step ms':>10}{'chars/s':>14}{'TFLOP/s':>10}{'MFU':>8}"
+        f"{'warm-up s':>11}"
     )
     for name, r in results.items():
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         print(
-            f"{name:<18}{r['median_step_ms']:>10.2f}{r['chars_per_s']:>14,.0f}"
+            f"{name:<{width}}{r['median_step_ms']:>10.2f}{r['chars_per_s']:>14,.0f}"
             f"{r['achieved_tflops']:>10.2f}{mfu:>8}{r['warmup_s']:>11.1f}"
         )
     return {

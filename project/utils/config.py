@@ -58,8 +58,8 @@ COMPILE_MODES: dict[str, bool] = {
     "max-autotune-no-cudagraphs": False,
 }
 # What torch.compile compiles (train.compile_scope): the whole forward, or each transformer
-# block on its own ("regional compilation": the L blocks share one compilation, a faster
-# cold start, but nothing is fused across blocks).
+# block on its own ("regional compilation": the L blocks share one compilation, meant for a
+# faster cold start, but nothing is fused across blocks).
 COMPILE_SCOPES = ("model", "block")
 
 

@@ -232,13 +232,14 @@ def evaluate_and_sample(
     return result
 
 
+def fastest(variants: dict[str, Any]) -> str:
+    return min(variants, key=lambda v: variants[v]["median_step_ms"])
+
+
 def shipped_variant(bench: dict[str, Any]) -> str:
     """The variant the project's defaults train in, or the fastest if that one failed."""
-    variants = bench["variants"]
     default = bench["machine"]["default_variant"]
-    if default in variants:
-        return default
-    return min(variants, key=lambda v: variants[v]["median_step_ms"])
+    return default if default in bench["variants"] else fastest(bench["variants"])
 
 
 # -- bench.md ---------------------------------------------------------------------------
@@ -326,10 +327,9 @@ def markdown(bench: dict[str, Any]) -> str:
         if "error" in r["profile"]
     ]
     if variants:
-        fastest = min(variants, key=lambda v: variants[v]["median_step_ms"])
         default = machine["default_variant"]
         lines += [
-            f"- Fastest: `{fastest}`; the default configuration runs `{default}`.",
+            f"- Fastest: `{fastest(variants)}`; the default configuration runs `{default}`.",
             *profile_section(variants, default),
         ]
     target = bench.get("target")

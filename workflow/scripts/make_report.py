@@ -312,9 +312,6 @@ def environment(
     return table(rows, ["Item", "Value"])
 
 
-COMPILED_SCOPES = {"model": "the whole model", "block": "each block on its own"}
-
-
 def training_step(summary: dict[str, Any]) -> str:
     """How the steps ran (T5): precision, compiled or eager, one CUDA graph a step or not,
     and on how many processes (the world size).
@@ -324,7 +321,7 @@ def training_step(summary: dict[str, Any]) -> str:
         summary["precision"],
         "eager"
         if compiled is None
-        else f"torch.compile ({compiled['mode']} mode, {COMPILED_SCOPES[compiled['scope']]})",
+        else f"torch.compile ({compiled['mode']} mode, compile scope {compiled['scope']})",
     ]
     if summary["cuda_graph"]:
         parts.append("the whole step replayed from one CUDA graph (train.cuda_graph)")
