@@ -28,8 +28,9 @@ from data.dataset import CharTokenizer, DataFiles, PreparedData
 from data.download import DataSourceError
 from data.preprocess import UnusableTextError, prepare
 from model.gpt import CharGPT
-from testing.evaluator import evaluate, validation_loss
+from testing.evaluator import evaluate
 from testing.sampler import sample_text
+from testing.validation import validation_loss
 from training.bench import DEFAULT_CUDA_PEAK_TFLOPS, VARIANT_NAMES, benchmark
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.trainer import RESUME_MODES, NonFiniteError, ResumeError, Trainer

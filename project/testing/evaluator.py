@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from data.dataset import PreparedData
-from data.loader import eval_batches, eval_windows
 from model.gpt import CharGPT
 from testing.metrics import (
     baseline_record,
@@ -19,8 +17,8 @@ from testing.metrics import (
     uniform_loss,
     unigram_loss,
 )
+from testing.validation import eval_stride, scored_batches, scored_positions
 from utils.config import EvalConfig
-from utils.device import autocast, inference_mode
 
 
 @dataclass(frozen=True)
@@ -33,50 +31,32 @@ class SplitScore:
     scored: int
 
 
-def eval_stride(config: EvalConfig, block_size: int) -> int:
-    """D5: the stride S, by default T/2 (at least 1, for a context of one character)."""
-    return config.stride or max(1, block_size // 2)
-
-
 def score_split(
     model: CharGPT,
     ids: torch.Tensor,
     config: EvalConfig,
     precision: str,
 ) -> SplitScore:
-    """E1 validation loss (nats per character) and E3 accuracy over the whole split (D5).
+    """E1 validation loss (nats per character) and E3 accuracy over the whole split (D5),
+    in one pass over testing/validation.py's windows.
 
     Sums stay on the device and are read back once, at the end.
     """
-    block_size = model.config.block_size
-    windows = eval_windows(len(ids), block_size, eval_stride(config, block_size))
     device = ids.device
     nll = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
-    with inference_mode(model):
-        for inputs, targets, mask in eval_batches(ids, windows, block_size, config.batch_size):
-            with autocast(device, precision):
-                logits = model(inputs)
-            logits = logits.float()
-            losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-            nll += losses[mask].double().sum()
-            top1 += topk_hits(logits, targets, mask, 1)
-            top5 += topk_hits(logits, targets, mask, 5)
-    scored = sum(w.scored for w in windows)
+    for logits, targets, mask, losses in scored_batches(model, ids, config, precision):
+        nll += losses[mask].double().sum()
+        top1 += topk_hits(logits, targets, mask, 1)
+        top5 += topk_hits(logits, targets, mask, 5)
+    scored = scored_positions(ids, config, model.config.block_size)
     return SplitScore(
         loss_nats=nll.item() / scored,
         top1_accuracy=top1.item() / scored,
         top5_accuracy=top5.item() / scored,
         scored=scored,
     )
-
-
-def validation_loss(
-    model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
-) -> float:
-    """E1 on the validation split, the number T7 selects checkpoints by."""
-    return score_split(model, data.val, config, precision).loss_nats
 
 
 def evaluate(
