@@ -30,6 +30,9 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+check_declarations(rules)
+
+
 rule all:
     default_target: True
     input:

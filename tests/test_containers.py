@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from utils.sections import DataConfig
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -418,8 +420,7 @@ def test_volumes(resolved: dict) -> None:
 def test_download_cache_lands_in_the_mounted_checkout() -> None:
     """The project resolves data.cache_dir against the repository root, which Compose mounts:
     so a second run finds the text there instead of downloading it again."""
-    plan = yaml.safe_load((REPO / "project/configs/default.yaml").read_text())
-    assert plan["data"]["cache_dir"] in RUNTIME_DIRS
+    assert DataConfig().cache_dir in RUNTIME_DIRS
 
 
 def test_a_missing_mirror_is_an_error_not_a_new_folder(compose: dict) -> None:

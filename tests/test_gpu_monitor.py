@@ -1,16 +1,16 @@
-"""Tests of workflow/scripts/gpu_monitor.py.
+"""Tests of the command lines of workflow/scripts/gpu_monitor.py and of the tools it puts
+together: supervisor.py, gpu_slots.py and nvml_sampler.py (their code in process, on a fake
+NVML: test_gpu_monitor_nvml.py).
 
-Most tests drive the monitor with FakeNvml, a scripted stand-in for pynvml: every number it
-returns is made up by the test, none is a measurement. The CLI tests at the end run the real
-pynvml, which on a machine without an NVIDIA driver must fail softly; the GPU slot tests among
-them use CHARGPT_FAKE_GPUS, a FAKE device list, so that they need no GPU. The tests of signals,
-process trees and failures to run or to write use real processes, signals and folders.
+They run the real pynvml, which on a machine without an NVIDIA driver must fail softly; the
+GPU slot tests use CHARGPT_FAKE_GPUS, a FAKE device list, so that they need no GPU. The tests
+of signals, process trees and failures to run or to write use real processes, signals and
+folders.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import json
 import os
@@ -18,355 +18,34 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import psutil
 import pynvml
 import pytest
 
-from gpu_monitor import (
-    DEVICE_MINUS_BASELINE,
-    FAKE_GPUS_SOURCE,
-    PROCESS_LIST,
-    GpuMonitor,
-    choose_device,
-    machine_devices,
-)
+from gpu_slots import FAKE_GPUS_SOURCE
 
-SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "gpu_monitor.py"
-GIB = 1024**3
-MIB = 1024**2
-JOB_PID = os.getpid()
-FOREIGN_PID = 4_000_001  # above Linux's largest PID, so never in the job's process tree
-
-# A script gives the value of one NVML reading from (number of earlier calls, seconds since
-# nvmlInit). Returning an exception makes the fake raise it, as NVML would.
-Script = Callable[[int, float], Any]
-
-
-def constant(value: Any) -> Script:
-    return lambda _call, _t: value
-
-
-# What FakeNvml plays unless a test says otherwise, keyed by the reading.
-DEFAULT_SCRIPTS: dict[str, Script] = {
-    "memory": constant(GIB),  # device memory used, bytes
-    "processes": constant([(JOB_PID, 512 * MIB)]),  # compute processes: (pid, usedGpuMemory)
-    "utilization": constant((50, 20)),  # (gpu %, memory %)
-    "power": constant(100_000),  # milliwatts
-    "temperature": constant(60),  # degrees C
-    "energy": lambda call, _t: 1_000_000 + 5_000 * call,  # cumulative millijoules
-}
-
-
-class FakeNvml:
-    """FAKE NVML backend for tests: replays scripted series, never measures anything.
-
-    It offers the pynvml functions GpuMonitor uses, reuses pynvml's error classes, counts
-    every call in `calls` and remembers how the device was opened in `opened_by`.
-    """
-
-    NVMLError = pynvml.NVMLError
-    NVMLError_NotSupported = pynvml.NVMLError_NotSupported
-    NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
-
-    def __init__(self, **scripts: Script) -> None:
-        assert scripts.keys() <= DEFAULT_SCRIPTS.keys(), "unknown reading"
-        self.scripts = {**DEFAULT_SCRIPTS, **scripts}
-        self.devices = (("Fake A", "GPU-aaaa"), ("Fake B", "GPU-bbbb"))  # (name, uuid)
-        self.calls: Counter[str] = Counter()
-        self.opened_by: tuple[str, int | str] | None = None
-        self._t0 = 0.0
-
-    def _play(self, name: str) -> Any:
-        call = self.calls[name]
-        self.calls[name] += 1
-        value = self.scripts[name](call, time.monotonic() - self._t0)
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-    def nvmlInit(self) -> None:
-        self.calls["init"] += 1
-        self._t0 = time.monotonic()
-
-    def nvmlShutdown(self) -> None:
-        self.calls["shutdown"] += 1
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "999.99"
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.devices)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        self.opened_by = ("index", index)
-        return index
-
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
-        self.opened_by = ("uuid", uuid)
-        for index, (_name, device_uuid) in enumerate(self.devices):
-            if device_uuid == uuid:
-                return index
-        raise pynvml.NVMLError_NotFound()
-
-    def nvmlDeviceGetName(self, handle: int) -> str:
-        return self.devices[handle][0]
-
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return self.devices[handle][1]
-
-    def nvmlDeviceGetMemoryInfo(self, _handle: int) -> SimpleNamespace:
-        used = self._play("memory")
-        return SimpleNamespace(total=80 * GIB, used=used, free=80 * GIB - used)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, _handle: int) -> list[SimpleNamespace]:
-        entries = self._play("processes")
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in entries]
-
-    def nvmlDeviceGetUtilizationRates(self, _handle: int) -> SimpleNamespace:
-        gpu, memory = self._play("utilization")
-        return SimpleNamespace(gpu=gpu, memory=memory)
-
-    def nvmlDeviceGetPowerUsage(self, _handle: int) -> int:
-        return self._play("power")
-
-    def nvmlDeviceGetTemperature(self, _handle: int, sensor: int) -> int:
-        assert sensor == pynvml.NVML_TEMPERATURE_GPU
-        return self._play("temperature")
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, _handle: int) -> int:
-        return self._play("energy")
-
-
-def fast_monitor(fake: FakeNvml, **kwargs: Any) -> GpuMonitor:
-    """A monitor on `fake` that samples often enough for tests of a fraction of a second."""
-    kwargs = {"memory_interval": 0.002, "slow_interval": 0.01, **kwargs}
-    return GpuMonitor(pid=JOB_PID, nvml=fake, **kwargs)
-
-
-def run_until(fake: FakeNvml, memory_calls: int = 0, seconds: float = 0.0, **kwargs: Any) -> dict:
-    """Sample until the fake saw `memory_calls` memory reads and `seconds` passed; summarise."""
-    monitor = fast_monitor(fake, **kwargs)
-    monitor.start()
-    started = time.monotonic()
-    while fake.calls["memory"] < memory_calls or time.monotonic() - started < seconds:
-        assert time.monotonic() - started < 5, "the sampler stalled"
-        time.sleep(0.001)
-    return monitor.stop()
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+SCRIPT = SCRIPTS / "gpu_monitor.py"
 
 
 @pytest.fixture(autouse=True)
 def no_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Device choice must not depend on the environment the tests happen to run in."""
+    """The tools' device choice must not depend on the environment the tests happen to run in."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def test_normal_run_reads_every_metric() -> None:
-    fake = FakeNvml()
-    summary = run_until(fake, memory_calls=30)
-    assert summary["gpu_available"] is True
-    assert summary["reason"] is None
-    assert summary["device"] == {
-        "index": 0,
-        "name": "Fake A",
-        "uuid": "GPU-aaaa",
-        "driver_version": "999.99",
+def wrapper_argv(tool: str, tmp_path: Path, name: str = "x") -> list[str]:
+    """The command line that starts `tool` with the options it needs: gpu_monitor.py writes
+    tmp_path/name.csv/.json, gpu_slots.py takes its slots in tmp_path/slots."""
+    options = {
+        "gpu_monitor.py": ["--out-prefix", str(tmp_path / name)],
+        "gpu_slots.py": ["--slot-dir", str(tmp_path / "slots")],
+        "supervisor.py": [],
     }
-    assert summary["samples"] >= 29  # the first memory read is the baseline
-    assert summary["achieved_memory_interval_s"] > 0
-    # The sampling thread's CPU time (spent on the fake here): some, and less than it lived.
-    assert 0 < summary["sampling_cpu_s"] < summary["wall_time_s"]
-    assert summary["job_memory_source"] == PROCESS_LIST
-    assert summary["peak_job_memory_bytes"] == 512 * MIB
-    assert summary["peak_device_used_bytes"] == summary["baseline_device_used_bytes"] == GIB
-    assert summary["mean_gpu_utilization_pct"] == summary["max_gpu_utilization_pct"] == 50
-    assert summary["max_power_w"] == 100.0
-    assert summary["max_temperature_c"] == 60
-    assert summary["energy_j"] == 5.0  # two counter reads, 5000 mJ apart
-    assert summary["unsupported_metrics"] == []
-    assert summary["sampling_error"] is None
-    assert "lower bound" in summary["note"]
-
-
-def test_one_high_sample_in_the_middle_is_the_peak() -> None:
-    # Call 0 is the baseline, so call 10 is the tenth sample.
-    fake = FakeNvml(memory=lambda call, _t: 9 * GIB if call == 10 else GIB)
-    summary = run_until(fake, memory_calls=20)
-    assert summary["peak_device_used_bytes"] == 9 * GIB
-
-
-def test_short_spike_in_time_is_caught_by_fast_sampling(tmp_path: Path) -> None:
-    def spiking(low: Any, high: Any) -> Script:
-        return lambda _call, t: high if 0.10 <= t < 0.15 else low
-
-    fake = FakeNvml(
-        memory=spiking(GIB, 8 * GIB),
-        processes=spiking([(JOB_PID, 512 * MIB)], [(JOB_PID, 7 * GIB)]),
-    )
-    monitor = fast_monitor(fake, memory_interval=0.005)
-    monitor.start()
-    time.sleep(0.25)
-    summary = monitor.stop()
-    monitor.write(tmp_path / "spike")
-    assert summary["peak_device_used_bytes"] == 8 * GIB
-    assert summary["peak_job_memory_bytes"] == 7 * GIB
-    with open(tmp_path / "spike.csv", newline="") as handle:
-        job = [int(row["job_used_bytes"]) for row in csv.DictReader(handle)]
-    assert max(job) == 7 * GIB
-    assert job[0] == job[-1] == 512 * MIB
-
-
-def test_entries_without_memory_figure_are_skipped_and_counted() -> None:
-    fake = FakeNvml(
-        processes=constant([(JOB_PID, None), (JOB_PID, 300 * MIB), (FOREIGN_PID, None)])
-    )
-    summary = run_until(fake, memory_calls=10)
-    assert summary["peak_job_memory_bytes"] == 300 * MIB
-    assert summary["job_memory_source"] == PROCESS_LIST
-    # One job entry without a figure per sample; the foreign one is not the job's.
-    assert summary["none_memory_entries"] == summary["samples"] == fake.calls["processes"]
-
-
-def test_foreign_pids_only_falls_back_to_device_used_minus_baseline() -> None:
-    fake = FakeNvml(
-        memory=lambda call, _t: GIB if call == 0 else 3 * GIB,
-        processes=constant([(FOREIGN_PID, 5 * GIB)]),
-    )
-    summary = run_until(fake, memory_calls=10)
-    assert summary["job_memory_source"] == DEVICE_MINUS_BASELINE
-    assert summary["baseline_device_used_bytes"] == GIB
-    assert summary["peak_job_memory_bytes"] == 2 * GIB
-
-
-def test_power_and_temperature_not_supported_are_switched_off(tmp_path: Path) -> None:
-    fake = FakeNvml(
-        power=constant(pynvml.NVMLError_NotSupported()),
-        temperature=constant(pynvml.NVMLError_NotSupported()),
-    )
-    monitor = fast_monitor(fake)
-    monitor.start()
-    time.sleep(0.05)
-    summary = monitor.stop()
-    monitor.write(tmp_path / "m")
-    assert summary["unsupported_metrics"] == ["power", "temperature"]
-    assert summary["sampling_error"] is None
-    assert summary["max_power_w"] is None
-    assert summary["max_temperature_c"] is None
-    assert summary["max_gpu_utilization_pct"] == 50
-    assert fake.calls["power"] == fake.calls["temperature"] == 1  # never asked again
-    with open(tmp_path / "m.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == summary["samples"]
-    assert all(row["power_w"] == row["temperature_c"] == "" for row in rows)
-    assert any(row["gpu_util_pct"] == "50" for row in rows)
-
-
-def test_nvml_error_mid_run_stops_sampling_and_keeps_samples() -> None:
-    fake = FakeNvml(memory=lambda call, _t: pynvml.NVMLError_GpuIsLost() if call == 6 else GIB)
-    summary = run_until(fake, memory_calls=7, seconds=0.03)
-    assert fake.calls["memory"] == 7  # nothing was read after the error
-    assert summary["samples"] == 5  # calls 1 to 5; call 0 was the baseline
-    assert summary["peak_device_used_bytes"] == GIB
-    assert summary["sampling_error"] == "NVMLError_GpuIsLost: GPU is lost"
-    assert fake.calls["shutdown"] == 1
-
-
-@pytest.mark.parametrize(
-    "fake",
-    [
-        FakeNvml(),
-        FakeNvml(memory=lambda call, _t: pynvml.NVMLError_Unknown() if call >= 3 else GIB),
-        FakeNvml(energy=lambda call, _t: pynvml.NVMLError_GpuIsLost() if call else 0),
-    ],
-    ids=["normal", "error-while-sampling", "error-in-stop"],
-)
-def test_shutdown_is_always_called(fake: FakeNvml) -> None:
-    run_until(fake, seconds=0.01)
-    assert fake.calls["init"] == fake.calls["shutdown"] == 1
-
-
-def test_shutdown_is_called_when_the_device_cannot_be_opened() -> None:
-    fake = FakeNvml()
-    summary = run_until(fake, device_uuid="GPU-missing")
-    assert summary["gpu_available"] is False
-    assert summary["reason"] == "Not Found"
-    assert fake.calls["shutdown"] == 1
-
-
-def test_context_manager_shuts_down_when_the_job_fails(tmp_path: Path) -> None:
-    fake = FakeNvml()
-    with pytest.raises(ZeroDivisionError), fast_monitor(fake) as monitor:
-        time.sleep(0.01)
-        _ = 1 / 0
-    assert fake.calls["shutdown"] == 1
-    monitor.write(tmp_path / "sub" / "m", {"exit_code": 1})
-    assert sorted(path.name for path in (tmp_path / "sub").iterdir()) == ["m.csv", "m.json"]
-    assert json.loads((tmp_path / "sub" / "m.json").read_text())["exit_code"] == 1
-
-
-def test_device_is_chosen_by_uuid_from_cuda_visible_devices(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb,GPU-aaaa")
-    fake = FakeNvml()
-    summary = run_until(fake, seconds=0.01)
-    assert fake.opened_by == ("uuid", "GPU-bbbb")
-    assert summary["device"]["name"] == "Fake B"
-    assert summary["device"]["index"] is None
-
-
-@pytest.mark.parametrize(
-    ("device_uuid", "cuda_visible", "expected"),
-    [
-        (None, None, (0, None)),
-        (None, "2,0", (2, None)),
-        (None, " GPU-bbbb , GPU-aaaa", (None, "GPU-bbbb")),
-        (None, "MIG-1234", (None, "MIG-1234")),
-        ("GPU-aaaa", "1", (None, "GPU-aaaa")),
-    ],
-)
-def test_choose_device(
-    device_uuid: str | None, cuda_visible: str | None, expected: tuple[int | None, str | None]
-) -> None:
-    assert choose_device(device_uuid, cuda_visible) == expected
-
-
-@pytest.mark.parametrize("cuda_visible", ["", "-1", "NoDevFiles"])
-def test_hidden_gpus_make_the_monitor_unavailable(
-    cuda_visible: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", cuda_visible)
-    fake = FakeNvml()
-    summary = run_until(fake)
-    assert summary["gpu_available"] is False
-    assert "CUDA_VISIBLE_DEVICES" in summary["reason"]
-    assert fake.calls["shutdown"] == 1
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({}, (["0", "1"], "nvml")),
-        ({"CUDA_VISIBLE_DEVICES": " GPU-bbbb , 1"}, (["GPU-bbbb", "1"], "CUDA_VISIBLE_DEVICES")),
-        ({"CUDA_VISIBLE_DEVICES": "1,-1,0"}, (["1"], "CUDA_VISIBLE_DEVICES")),
-        ({"CUDA_VISIBLE_DEVICES": ""}, ([], "CUDA_VISIBLE_DEVICES")),
-        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, ([], "CUDA_VISIBLE_DEVICES")),
-        ({"CHARGPT_FAKE_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "3"}, (["0", "1"], FAKE_GPUS_SOURCE)),
-    ],
-)
-def test_machine_devices(environ: dict[str, str], expected: tuple[list[str], str | None]) -> None:
-    fake = FakeNvml()
-    assert machine_devices(environ, fake) == expected
-    # NVML is asked only when no list is given, and then closed again.
-    assert fake.calls["init"] == fake.calls["shutdown"] == (not environ)
-
-
-# --- the real pynvml, through the command line ----------------------------------------------
+    return [sys.executable, str(SCRIPTS / tool), *options[tool]]
 
 
 def real_nvml_present() -> bool:
@@ -466,16 +145,15 @@ def still_running(pids: list[int], within: float = 2.0) -> list[int]:
 
 
 def start_tree_job(
-    tmp_path: Path, pids: list[int], mode: str, *options: str
+    tmp_path: Path, pids: list[int], mode: str, *options: str, tool: str = "gpu_monitor.py"
 ) -> subprocess.Popen[bytes]:
-    """Start the wrapper (with `options`) around TREE_JOB; return once the job's tree runs.
+    """Start the wrapper `tool` (with `options`) around TREE_JOB; return once the job's tree
+    runs.
 
     Adds the PIDs of the wrapper, the job and its child to `pids`."""
     pid_file = tmp_path / "job.pids"
-    argv = [
-        *(sys.executable, str(SCRIPT), *options, "--out-prefix", str(tmp_path / "x"), "--"),
-        *(sys.executable, "-c", TREE_JOB, str(pid_file), mode),
-    ]
+    job = [sys.executable, "-c", TREE_JOB, str(pid_file), mode]
+    argv = [*wrapper_argv(tool, tmp_path), *options, "--", *job]
     wrapper = subprocess.Popen(argv)
     pids.append(wrapper.pid)
     deadline = time.monotonic() + 20
@@ -488,10 +166,11 @@ def start_tree_job(
     return wrapper
 
 
+@pytest.mark.parametrize("tool", ["gpu_monitor.py", "supervisor.py", "gpu_slots.py"])
 def test_cli_job_and_its_children_die_with_a_killed_wrapper(
-    tmp_path: Path, pids: list[int]
+    tmp_path: Path, pids: list[int], tool: str
 ) -> None:
-    wrapper = start_tree_job(tmp_path, pids, "sleep")
+    wrapper = start_tree_job(tmp_path, pids, "sleep", tool=tool)
     wrapper.send_signal(signal.SIGKILL)
     assert wrapper.wait(timeout=10) == -signal.SIGKILL
     assert still_running(pids) == []
@@ -608,16 +287,28 @@ def test_cli_keeps_a_failing_jobs_exit_code_when_the_results_cannot_be_written(
 
 # --- GPU slots, through the command line, on a FAKE device list -------------------------------
 
-# The job prints its PID once it runs, sleeps argv[2] seconds, then writes to the file argv[1]
-# the CUDA_VISIBLE_DEVICES it was given and when it ran (time.time, comparable across processes).
-SLOT_JOB = """
+# The job prints its PID once it runs, sleeps argv[2] seconds (HOLD: until its stdin closes),
+# then writes to the file argv[1] the CUDA_VISIBLE_DEVICES it was given, how many threads its
+# wrapper runs, and when it ran (time.time, comparable across processes); it exits with argv[3].
+HOLD = "until-stdin-closes"
+SLOT_JOB = f"""
 import json, os, sys, time
+import psutil
 start = time.time()
 print(os.getpid(), flush=True)
-time.sleep(float(sys.argv[2]))
-seen = {"cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
+if sys.argv[2] == {HOLD!r}:
+    sys.stdin.read()
+else:
+    time.sleep(float(sys.argv[2]))
+seen = dict(
+    cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    wrapper_threads=psutil.Process(os.getppid()).num_threads(),
+    start=start,
+    end=time.time(),
+)
 with open(sys.argv[1], "w") as handle:
     json.dump(seen, handle)
+sys.exit(int(sys.argv[3]))
 """
 
 
@@ -632,22 +323,41 @@ def slot_env(**variables: str) -> dict[str, str]:
 
 
 def start_slot_job(
-    tmp_path: Path, name: str, env: dict[str, str], seconds: float, gpus: int = 1
+    tmp_path: Path,
+    name: str,
+    env: dict[str, str],
+    seconds: float | str,
+    gpus: int = 1,
+    tool: str = "gpu_monitor.py",
+    exit_code: int = 0,
 ) -> subprocess.Popen[str]:
-    """Start the wrapper with --slot-dir tmp_path/slots around SLOT_JOB; stdout is piped."""
-    argv = [
-        *(sys.executable, str(SCRIPT), "--out-prefix", str(tmp_path / name)),
-        *("--slot-dir", str(tmp_path / "slots"), "--gpus", str(gpus), "--"),
-        *(sys.executable, "-c", SLOT_JOB, str(tmp_path / f"{name}.job.json"), str(seconds)),
-    ]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    """Start `tool` with its slots in tmp_path/slots around SLOT_JOB, in the folder tmp_path;
+    stdin and stdout are piped."""
+    slot_dir = ["--slot-dir", str(tmp_path / "slots")] if tool == "gpu_monitor.py" else []
+    job_file = str(tmp_path / f"{name}.job.json")
+    job = [sys.executable, "-c", SLOT_JOB, job_file, str(seconds), str(exit_code)]
+    argv = [*wrapper_argv(tool, tmp_path, name), *slot_dir, "--gpus", str(gpus), "--", *job]
+    return subprocess.Popen(
+        argv, env=env, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def job_record(tmp_path: Path, name: str) -> dict:
+    """What SLOT_JOB `name` saw."""
+    return json.loads((tmp_path / f"{name}.job.json").read_text())
+
+
+def wait_until_it_runs(wrapper: subprocess.Popen[str]) -> None:
+    """Return once the wrapper's SLOT_JOB runs (it has printed its PID)."""
+    assert wrapper.stdout is not None
+    assert wrapper.stdout.readline().strip().isdigit()
 
 
 def finish(tmp_path: Path, name: str, wrapper: subprocess.Popen[str]) -> tuple[dict, dict]:
     """Wait for the wrapper; return its gpu_slot record and what its job saw."""
     assert wrapper.wait(timeout=30) == 0
     summary = json.loads((tmp_path / f"{name}.json").read_text())
-    return summary["gpu_slot"], json.loads((tmp_path / f"{name}.job.json").read_text())
+    return summary["gpu_slot"], job_record(tmp_path, name)
 
 
 def is_locked(path: Path) -> bool:
@@ -665,8 +375,7 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
     names = ("a", "b", "c")
     wrappers = {name: start_slot_job(tmp_path, name, env, seconds=1.0) for name in names[:2]}
     for wrapper in wrappers.values():
-        assert wrapper.stdout is not None
-        assert wrapper.stdout.readline().strip().isdigit()  # both jobs are running
+        wait_until_it_runs(wrapper)
     wrappers["c"] = start_slot_job(tmp_path, "c", env, seconds=0.0)
     slots, jobs = {}, {}
     for name, wrapper in wrappers.items():
@@ -693,7 +402,7 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
 def test_cli_multi_gpu_job_takes_all_its_devices_or_waits_for_them(tmp_path: Path) -> None:
     env = slot_env(CHARGPT_FAKE_GPUS="0,1")
     with start_slot_job(tmp_path, "one", env, seconds=1.0) as one:
-        assert one.stdout is not None and one.stdout.readline().strip().isdigit()
+        wait_until_it_runs(one)
         with start_slot_job(tmp_path, "pair", env, seconds=0.0, gpus=2) as pair:
             _, one_job = finish(tmp_path, "one", one)
             pair_slot, pair_job = finish(tmp_path, "pair", pair)
@@ -704,9 +413,12 @@ def test_cli_multi_gpu_job_takes_all_its_devices_or_waits_for_them(tmp_path: Pat
     assert not is_locked(tmp_path / "slots" / "gpu-0.lock")
 
 
-def test_cli_job_needing_more_gpus_than_the_machine_has_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tool", ["gpu_monitor.py", "gpu_slots.py"])
+def test_cli_job_needing_more_gpus_than_the_machine_has_is_refused(
+    tmp_path: Path, tool: str
+) -> None:
     env = slot_env(CHARGPT_FAKE_GPUS="0,1")
-    with start_slot_job(tmp_path, "big", env, seconds=0.0, gpus=3) as wrapper:
+    with start_slot_job(tmp_path, "big", env, seconds=0.0, gpus=3, tool=tool) as wrapper:
         assert wrapper.wait(timeout=30) == 2
     assert not (tmp_path / "big.job.json").exists()
 
@@ -747,3 +459,92 @@ def test_cli_without_gpu_takes_no_slot_and_leaves_the_environment(
     assert slot["device"] is None
     assert slot["source"] == (None if cuda_visible is None else "CUDA_VISIBLE_DEVICES")
     assert list((tmp_path / "slots").iterdir()) == []
+
+
+# --- the tools alone ---------------------------------------------------------------------------
+
+
+def release(wrapper: subprocess.Popen[str]) -> int:
+    """End a SLOT_JOB that holds until its stdin closes; return the wrapper's exit code."""
+    assert wrapper.stdin is not None
+    wrapper.stdin.close()
+    return wrapper.wait(timeout=30)
+
+
+def test_slots_cli_runs_the_job_on_its_slot_and_samples_nothing(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0,1")
+    with start_slot_job(tmp_path, "a", env, HOLD, tool="gpu_slots.py", exit_code=3) as wrapper:
+        wait_until_it_runs(wrapper)
+        assert is_locked(tmp_path / "slots" / "gpu-0.lock")  # held while the job runs
+        assert release(wrapper) == 3
+    job = job_record(tmp_path, "a")
+    assert job["cuda_visible"] == "0"
+    assert job["wrapper_threads"] == 1  # no sampling thread beside the main one
+    # No monitor files in the folder it ran in: only the job's record and the slots.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.job.json", "slots"]
+    assert not is_locked(tmp_path / "slots" / "gpu-0.lock")
+
+
+def test_slots_cli_second_claimant_gets_the_other_slot(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0,1")
+    with start_slot_job(tmp_path, "first", env, HOLD, tool="gpu_slots.py") as first:
+        wait_until_it_runs(first)
+        with start_slot_job(tmp_path, "second", env, 0, tool="gpu_slots.py") as second:
+            assert second.wait(timeout=30) == 0  # while the first still holds its slot
+        assert release(first) == 0
+    assert job_record(tmp_path, "first")["cuda_visible"] == "0"
+    assert job_record(tmp_path, "second")["cuda_visible"] == "1"
+
+
+def test_slots_cli_second_claimant_waits_for_the_only_slot(tmp_path: Path) -> None:
+    env = slot_env(CHARGPT_FAKE_GPUS="0")
+    with start_slot_job(tmp_path, "first", env, HOLD, tool="gpu_slots.py") as first:
+        wait_until_it_runs(first)
+        with start_slot_job(tmp_path, "second", env, 0, tool="gpu_slots.py") as second:
+            assert release(first) == 0
+            assert second.wait(timeout=30) == 0
+    first_job, second_job = job_record(tmp_path, "first"), job_record(tmp_path, "second")
+    assert first_job["cuda_visible"] == second_job["cuda_visible"] == "0"
+    assert second_job["start"] >= first_job["end"]
+
+
+@pytest.mark.parametrize("tool", ["supervisor.py", "gpu_slots.py"])
+def test_tools_alone_pass_on_the_exit_code_and_say_why_a_command_cannot_run(
+    tmp_path: Path, tool: str
+) -> None:
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        argv = [*wrapper_argv(tool, tmp_path), "--", *command]
+        env = slot_env(CHARGPT_FAKE_GPUS="0")
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+    assert run(sys.executable, "-c", "raise SystemExit(3)").returncode == 3
+    missing = run("no-such-command")
+    assert missing.returncode == 127
+    assert missing.stderr == f"{tool}: error: cannot run 'no-such-command': command not found\n"
+
+
+@pytest.mark.parametrize("tool", ["supervisor.py", "gpu_slots.py"])
+def test_tools_alone_stop_the_job_and_its_children_on_a_stop_signal(
+    tmp_path: Path, pids: list[int], tool: str
+) -> None:
+    wrapper = start_tree_job(tmp_path, pids, "sleep", tool=tool)
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) == 128 + signal.SIGTERM
+    assert still_running(pids) == []
+
+
+def test_sampler_cli_samples_while_the_process_runs_and_writes(
+    tmp_path: Path, pids: list[int]
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    ) as job:
+        argv = [sys.executable, str(SCRIPTS / "nvml_sampler.py"), "--pid", str(job.pid)]
+        sampler = subprocess.Popen([*argv, "--out-prefix", str(tmp_path / "x")])
+        pids.extend((job.pid, sampler.pid))
+    # The job has ended (its stdin closed) and was reaped: the sampler stops and writes.
+    assert sampler.wait(timeout=30) == 0
+    summary = json.loads((tmp_path / "x.json").read_text())
+    assert summary["gpu_available"] is real_nvml_present(), summary["reason"]
+    assert "exit_code" not in summary  # gpu_monitor.py's fields only come with a command
+    assert (tmp_path / "x.csv").read_text().startswith("t_s,")

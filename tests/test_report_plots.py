@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from make_report import nvml_cells
 from report_plots import plot_gpu
+from report_sections import nvml_cells
 
 MIB = 1024**2
 

@@ -1,7 +1,7 @@
 """README's "What reruns after an edit" table against what the project derives: each
-stage's code inputs (utils/reads.py, an import walk from run.py) and config sections
-(STAGE_SECTIONS), carried downstream along the workflow's rule graph. The table is
-written once, by hand, and this test keeps it true.
+stage's code (project/reads.py: run.py and the import closure of the stage's module) and
+config sections (the stage's declaration), carried downstream along the workflow's rule
+graph. The table is written once, by hand, and this test keeps it true.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from workflow_runs import REPO, snakemake
 
-from utils.config import STAGE_SECTIONS
-from utils.reads import project_modules, stage_sources
+from reads import project_modules, stage_module, stage_sources
+from utils.stage import PIPELINE, declared
 
-# The report parses every project module (its component table): any edit rewrites it.
-READS_EVERY_MODULE = "report"
 TARGET = "all"
+NOTHING = "nothing"  # the table's word for a module that no stage runs
+
+DECLARATIONS = {module: declared(stage_module(module)) for module in PIPELINE}
 
 
 def readme_table() -> list[tuple[list[str], set[str]]]:
@@ -28,7 +29,8 @@ def readme_table() -> list[tuple[list[str], set[str]]]:
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if line.startswith("|") and len(cells) == 2 and cells[0].startswith("`"):
-            rows.append((re.findall(r"`([^`]+)`", cells[0]), set(re.findall(r"\w+", cells[1]))))
+            rerun = set(re.findall(r"\w+", cells[1])) - {NOTHING}
+            rows.append((re.findall(r"`([^`]+)`", cells[0]), rerun))
     return rows
 
 
@@ -50,13 +52,13 @@ def downstream() -> dict[str, set[str]]:
 
 
 def reruns(direct: set[str], downstream: dict[str, set[str]]) -> set[str]:
-    return set().union(*(downstream[rule] for rule in direct))
+    return set().union(set(), *(downstream[rule] for rule in direct))
 
 
 def test_every_module_row_matches_the_derived_code_inputs(
     downstream: dict[str, set[str]],
 ) -> None:
-    code = {stage: set(stage_sources(stage)) for stage in STAGE_SECTIONS}
+    code = {read["name"]: stage_sources(module) for module, read in DECLARATIONS.items()}
     listed: dict[Path, set[str]] = {}
     for items, expected in readme_table():
         files = [path for item in items for path in sorted(REPO.glob(item)) if "/" in item]
@@ -65,18 +67,18 @@ def test_every_module_row_matches_the_derived_code_inputs(
     for module in project_modules():
         assert module in listed, f"{module.relative_to(REPO)} is missing from the README table"
         direct = {stage for stage, files in code.items() if module in files}
-        derived = reruns(direct | {READS_EVERY_MODULE}, downstream)
-        assert listed[module] == derived, module.relative_to(REPO)
+        assert listed[module] == reruns(direct, downstream), module.relative_to(REPO)
 
 
 def test_every_config_row_matches_the_sections_each_stage_reads(
     downstream: dict[str, set[str]],
 ) -> None:
+    sections = {read["name"]: read["sections"] for read in DECLARATIONS.values()}
     checked = 0
     for items, expected in readme_table():
         for key in (item for item in items if "/" not in item):
             section = key.split(".")[0]
-            direct = {stage for stage, sections in STAGE_SECTIONS.items() if section in sections}
+            direct = {stage for stage, read in sections.items() if section in read}
             assert reruns(direct, downstream) == expected, key
             checked += 1
-    assert checked >= len({s for sections in STAGE_SECTIONS.values() for s in sections})
+    assert checked >= len({s for read in sections.values() for s in read})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from workflow_runs import run_and_kill_trainer, snakemake, tiny_repo
 
-from training.trainer import log_until
+from training.resume import log_until
 
 # Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
 RESUMABLE = {

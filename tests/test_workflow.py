@@ -5,6 +5,8 @@ unreachable data, and the Apptainer command it builds.
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,11 @@ from workflow_runs import (
     CONSOLE,
     FAKE_GPUS,
     REPO,
+    SHARED_DATA,
     SWEEP,
     configure,
     copy_repo,
+    data_folder,
     run_and_kill_trainer,
     snakemake,
     tiny_repo,
@@ -69,7 +74,7 @@ def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str,
     # The numbers come from this (run, seed), and the corpus is named with its digest.
     metrics = json.loads((folder / "metrics.json").read_text())
     summary = json.loads((folder / "train_summary.json").read_text())
-    manifest = json.loads((folder / "data" / "manifest.json").read_text())
+    manifest = json.loads((data_folder(finished_workflow) / "data" / "manifest.json").read_text())
     assert f"Run `{run}/seed{seed}`" in report
     assert f"{metrics['bits_per_char']:.4f} bits/char" in report
     assert f"{summary['final_train_loss']:.4f} nats" in report
@@ -89,9 +94,11 @@ def test_every_run_and_seed_has_a_full_report(finished_workflow: Path, run: str,
     # No GPU, nothing to draw: no blank GPU plot, and the report says why in one line.
     assert (folder / "plots" / "gpu.png").is_file() == monitor["gpu_available"]
     assert ("No GPU plot:" in report) != monitor["gpu_available"]
-    for stage in ("prepare", "train", "evaluate", "sample"):
-        assert (folder / "benchmarks" / f"{stage}.tsv").is_file()
-        assert (folder / "logs" / f"{stage}.log").is_file()
+    for stage, where in [("prepare", data_folder(finished_workflow))] + [
+        (stage, folder) for stage in ("train", "evaluate", "sample")
+    ]:
+        assert (where / "benchmarks" / f"{stage}.tsv").is_file()
+        assert (where / "logs" / f"{stage}.log").is_file()
 
 
 @pytest.mark.slow
@@ -199,32 +206,70 @@ def edited_copy(finished_workflow: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def touch_source(path: Path) -> None:
+def add_comment(path: Path) -> None:
     path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+
+
+def edit_docstring(path: Path) -> None:
+    """One more word in the first function docstring that closes on a line of its own."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node):
+            end = node.body[0].end_lineno - 1
+            if lines[end].rstrip().endswith('"""'):
+                lines[end] = lines[end].replace('"""', ' Edited."""')
+                path.write_text("".join(lines), encoding="utf-8")
+                return
+    raise AssertionError(f"{path} has no docstring to edit")
+
+
+def add_helper(path: Path) -> None:
+    """A logic edit: one more function in the module."""
+    helper = "\n\ndef edited_helper(x: int) -> int:\n    return x + 1\n"
+    path.write_text(path.read_text(encoding="utf-8") + helper, encoding="utf-8")
 
 
 EVERYTHING = {"prepare", "train", "evaluate", "sample", "report", "summary", "all"}
 DOWNSTREAM_OF_TRAIN = EVERYTHING - {"prepare"}
+NOTHING: set[str] = set()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("edited", "expected"),
+    ("edited", "edit", "expected"),
     [
-        ("project/model/attention.py", DOWNSTREAM_OF_TRAIN),
-        # The validation loss picks best.pt: training runs it, so an edit retrains.
-        ("project/testing/evaluator.py", DOWNSTREAM_OF_TRAIN),
-        ("project/testing/sampler.py", {"sample", "report", "all"}),
-        ("project/data/download.py", EVERYTHING),
-        ("workflow/scripts/make_report.py", {"report", "all"}),
-        ("workflow/scripts/summarize.py", {"summary", "all"}),
+        # Comments, docstrings and formatting are not code: nothing reruns.
+        ("project/run.py", add_comment, NOTHING),
+        ("project/utils/config.py", add_comment, NOTHING),
+        ("project/testing/metrics.py", add_comment, NOTHING),
+        ("project/model/attention.py", edit_docstring, NOTHING),
+        ("project/training/trainer.py", edit_docstring, NOTHING),
+        # A logic edit reruns the stages that reach the module, and what follows them.
+        ("project/model/attention.py", add_helper, DOWNSTREAM_OF_TRAIN),
+        # Top-k accuracy is evaluation's alone: training validates by the loss only.
+        ("project/testing/metrics.py", add_helper, {"evaluate", "report", "summary", "all"}),
+        ("project/testing/sampler.py", add_helper, {"sample", "report", "all"}),
+        ("project/data/download.py", add_helper, EVERYTHING),
+        ("workflow/scripts/make_report.py", add_comment, {"report", "all"}),
+        ("workflow/scripts/summarize.py", add_comment, {"summary", "all"}),
     ],
 )
 def test_source_edit_reruns_exactly_its_rules(
-    edited_copy: Path, edited: str, expected: set[str]
+    edited_copy: Path, edited: str, edit: Callable[[Path], None], expected: set[str]
 ) -> None:
-    touch_source(edited_copy / edited)
+    edit(edited_copy / edited)
     assert planned_rules(edited_copy) == expected
+
+
+@pytest.mark.slow
+def test_an_edit_with_an_old_mtime_still_retrains(edited_copy: Path) -> None:
+    """`cp -p`, `rsync -t`, `tar x` or a skewed clock: the content decides, not the mtime."""
+    path = edited_copy / "project/model/attention.py"
+    before = path.stat()
+    add_helper(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns - 10**12))
+    assert planned_rules(edited_copy) == DOWNSTREAM_OF_TRAIN
 
 
 @pytest.mark.slow
@@ -319,15 +364,68 @@ def test_workflow_settings_are_honoured_not_overruled(tmp_path: Path) -> None:
     assert (config["train"]["epochs"], config["device"]) == (5, "cpu")
 
 
+def job_counts(repo: Path) -> dict[str, int]:
+    """How many jobs of each rule `snakemake -n` plans ("total" too)."""
+    output = snakemake(repo, "-n").stdout
+    stats = output.split("Job stats:")[1]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
+
+
 def test_dry_run_of_many_runs_plans_every_job(tmp_path: Path) -> None:
-    """20 runs × 3 seeds: 5 jobs each (prepare to report) plus the summary and `all`."""
+    """20 runs × 3 seeds: 4 jobs each (train to report), one prepare for the data they
+    share, the summary and `all`.
+    """
     repo = copy_repo(tmp_path / "repo")
     runs = {f"lr{i}": {"overrides": {"train.lr": 1e-4 * (i + 1)}} for i in range(20)}
     configure(repo, runs=runs, seeds=[1, 2, 3])
-    output = snakemake(repo, "-n").stdout
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[1], re.MULTILINE))
-    assert counts["total"] == str(60 * 5 + 2)
-    assert counts["train"] == counts["report"] == "60"
+    counts = job_counts(repo)
+    assert counts["total"] == 60 * 4 + 3
+    assert counts["train"] == counts["report"] == 60
+    assert counts["prepare"] == 1
+
+
+def test_runs_with_the_same_data_settings_share_one_prepare(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    configure(repo, **SWEEP)  # 2 runs × 2 seeds, one data configuration
+    assert job_counts(repo)["prepare"] == 1
+    split = {"overrides": {"data.train_fraction": 0.8}}
+    configure(repo, runs={**SWEEP["runs"], "split": split})
+    assert job_counts(repo)["prepare"] == 2
+
+
+def test_a_rule_that_disagrees_with_its_stage_stops_the_workflow(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    rules = repo / "workflow" / "rules" / "train.smk"
+    declared = '        **stage_outputs("train", RUN),\n'
+    assert declared in rules.read_text(encoding="utf-8")
+    extra = declared + '        extra=f"{RUN}/extra.json",\n'
+    rules.write_text(rules.read_text(encoding="utf-8").replace(declared, extra), encoding="utf-8")
+    result = snakemake(repo, "-n", check=False)
+    assert result.returncode != 0
+    assert "the train rule's named inputs" in result.stdout + result.stderr
+    assert "differ from the stage's declaration" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_an_edit_of_the_users_own_text_reruns_prepare(tmp_path: Path) -> None:
+    """`data_source: my.txt` with `data.sha256: null`: a one-word edit, even one whose mtime
+    is older than the prepared data, reruns prepare (and so everything after it).
+    """
+    text = tmp_path / "my.txt"
+    text.write_text((SHARED_DATA / "tinyshakespeare" / "input.txt").read_text()[:200_000])
+    repo = tiny_repo(
+        tmp_path / "repo", data_source=str(text), overrides={"data.sha256": None}, seeds=[1]
+    )
+    snakemake(repo, "--cores", "2", "--until", "prepare")
+    assert planned_rules(repo, "--until", "prepare") == NOTHING
+    before = text.stat()
+    text.write_text(text.read_text().replace("Citizen", "Burgher", 1))
+    os.utime(text, ns=(before.st_atime_ns, before.st_mtime_ns - 10**12))
+    assert planned_rules(repo, "--until", "prepare") == {"prepare"}
+    assert {"prepare", "train", "report"} <= planned_rules(repo)
+    snakemake(repo, "--cores", "2", "--until", "prepare")
+    manifest = json.loads((data_folder(repo) / "data" / "manifest.json").read_text())
+    assert manifest["source_sha256"] == hashlib.sha256(text.read_bytes()).hexdigest()
 
 
 def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None:
@@ -349,7 +447,7 @@ def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None
         check=False,
     )
     assert result.returncode != 0
-    folder = repo / "results" / "quick" / "seed1337"
+    folder = data_folder(repo)
     log = (folder / "logs" / "prepare.log").read_text(encoding="utf-8")
     assert "data.mirror_dir" in log and "CHARGPT_DATA_MIRROR" in log
     assert not list(folder.glob("data/*")), "no output may be left"
@@ -411,7 +509,7 @@ def test_use_singularity_passes_gpus_with_nv(
     calls = [line for line in log.read_text().splitlines() if " exec " in f" {line}"]
     assert calls, "Snakemake never called apptainer exec"
     assert "--nv" in calls[0].split() and str(image) in calls[0]
-    assert (repo / "results" / "quick" / "seed1337" / "data" / "manifest.json").is_file()
+    assert (data_folder(repo) / "data" / "manifest.json").is_file()
 
 
 @pytest.mark.slow

@@ -81,6 +81,14 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
+def data_folder(repo: Path) -> Path:
+    """The one folder of prepared data, results/data/<key>/ (the runs of a test share one
+    data configuration).
+    """
+    (folder,) = (repo / "results" / "data").iterdir()
+    return folder
+
+
 def configure(repo: Path, **settings: Any) -> None:
     """Change top-level keys of the copy's config/config.yaml (e.g. runs=..., seeds=...)."""
     path = repo / "config" / "config.yaml"

@@ -83,6 +83,11 @@ class DataFiles:
     vocab: Path  # D3 vocabulary
     manifest: Path  # source digest, sizes, V, each file's size and SHA-256; written last
 
+    @classmethod
+    def named(cls, files: dict[str, Path]) -> DataFiles:
+        """From a stage's files by their names (data/stage_prepare.py's outputs)."""
+        return cls(files["train_ids"], files["val_ids"], files["vocab"], files["manifest"])
+
     def outputs(self) -> dict[str, Path]:
         """The files the manifest records, by field name."""
         return {"train": self.train, "val": self.val, "vocab": self.vocab}
@@ -113,6 +118,12 @@ class PreparedData:
             val=_read_ids(files.val),
             tokenizer=CharTokenizer.load(files.vocab),
             manifest=manifest,
+        )
+
+    def to(self, device: torch.device) -> PreparedData:
+        """The splits on `device` (the tokenizer and manifest stay as they are)."""
+        return PreparedData(
+            self.train.to(device), self.val.to(device), self.tokenizer, self.manifest
         )
 
 

@@ -17,18 +17,23 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from utils.inputs import sha256_of
+from utils.config import REPO_DIR
+from utils.errors import ProjectError
+from utils.inputs import StaleInputError, sha256_of
+from utils.sections import DataConfig
 
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # stream downloads 1 MiB at a time
+MIRROR_ENV = "CHARGPT_DATA_MIRROR"
+CACHE_ENV = "CHARGPT_DATA_CACHE"
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(ProjectError, RuntimeError):
     """No verified copy of the source text can be had; the message says how to fix it."""
 
 
@@ -40,6 +45,64 @@ class SourceFile:
     sha256: str  # the copy's actual digest
     origin: str  # "local_file", "mirror", "cache" or "download"
     location: str  # the file path or URL it came from
+
+
+def resolve_path(value: str | None) -> Path | None:
+    """Config paths are relative to the repository root, wherever run.py is started."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_DIR / path
+
+
+def locate_source(config: DataConfig, download: bool = True) -> SourceFile:
+    """D1: a verified copy of the text; env variables override the mirror and cache keys.
+
+    A source the user chose must hold the text, or the stage stops at once naming the path:
+    data.local_file, a mirror given by CHARGPT_DATA_MIRROR (set and not empty), or
+    data.mirror_dir when it differs from its default, the plan's (as with
+    --data-source DIR). The plan's own mirror (../shared/data) is only a default: without the
+    text there, the cache and the download are tried (`download=False`: only planned).
+    """
+    env_mirror = os.environ.get(MIRROR_ENV)
+    plan_mirror = DataConfig().mirror_dir
+    return fetch_source(
+        url=config.url,
+        sha256=config.sha256,
+        filename=config.filename,
+        dataset=config.dataset,
+        local_file=resolve_path(config.local_file),
+        mirror_dir=resolve_path(env_mirror or config.mirror_dir),
+        mirror_optional=not env_mirror and config.mirror_dir == plan_mirror,
+        cache_dir=resolve_path(os.environ.get(CACHE_ENV) or config.cache_dir),
+        retries=config.download_retries,
+        timeout_s=config.download_timeout_s,
+        download=download,
+    )
+
+
+def recorded_source(record: dict[str, str], config: DataConfig) -> SourceFile:
+    """The copy of the text that the workflow located when it planned the run (reads.py's
+    `source.json`: a SourceFile as JSON), checked to be unchanged since; a planned download
+    is made now.
+    """
+    if record["origin"] == "download":
+        return locate_source(config)
+    path = Path(record["path"])
+    if not path.is_file():
+        raise DataSourceError(f"{path}, the text this run was planned with, is gone")
+    actual = sha256_of(path)
+    if actual != record["sha256"]:
+        raise StaleInputError(
+            f"{path} changed after the workflow planned this run (SHA-256 {actual[:12]}…, "
+            f"planned {record['sha256'][:12]}…): run snakemake again"
+        )
+    return SourceFile(path, actual, record["origin"], record["location"])
+
+
+def source_record(source: SourceFile) -> dict[str, str]:
+    """A SourceFile as JSON (what `recorded_source` reads back)."""
+    return {**asdict(source), "path": str(source.path)}
 
 
 class _TruncatedBody(OSError):
@@ -63,6 +126,7 @@ def fetch_source(
     retries: int = 4,
     timeout_s: float = 30.0,
     backoff_s: float = 1.0,
+    download: bool = True,
 ) -> SourceFile:
     """Return a verified copy of `<dataset>/<filename>`, trying sources in order of preference.
 
@@ -74,6 +138,8 @@ def fetch_source(
        if the cache folder cannot be created or written.
 
     `sha256=None` means no expected digest: the first copy found is used as it is.
+    `download=False` only plans step 4: the copy it would download to, with the expected
+    digest ("" for none) and origin "download".
     """
     expected = None if sha256 is None else sha256.lower()
     if local_file is not None:
@@ -110,6 +176,8 @@ def fetch_source(
 
     if url is None:
         raise DataSourceError(_no_source_message(looked, "no download address was given", expected))
+    if not download:
+        return SourceFile(cached, expected or "", "download", url)
     _check_cache_folder(cached.parent)
     try:
         actual = _download(

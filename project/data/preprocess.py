@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data.dataset import CharTokenizer, DataFiles
-from data.download import SourceFile, fetch_source
-from utils.config import DEFAULT_CONFIG, REPO_DIR, DataConfig, read_yaml
+from data.download import SourceFile
+from utils.errors import ProjectError
 from utils.inputs import file_record
 from utils.io import write_bytes, write_json, write_text
+from utils.sections import DataConfig
 
 logger = logging.getLogger(__name__)
 
-MIRROR_ENV = "CHARGPT_DATA_MIRROR"
-CACHE_ENV = "CHARGPT_DATA_CACHE"
 
-
-class UnusableTextError(ValueError):
+class UnusableTextError(ProjectError, ValueError):
     """The source text cannot be trained on: not UTF-8, too short, too many characters."""
 
 
@@ -31,39 +28,6 @@ def split_point(n_chars: int, train_fraction: float) -> int:
     Contiguous and unshuffled, so the validation text is a different part of the plays.
     """
     return int(train_fraction * n_chars)
-
-
-def resolve_path(value: str | None) -> Path | None:
-    """Config paths are relative to the repository root, wherever run.py is started."""
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else REPO_DIR / path
-
-
-def locate_source(config: DataConfig) -> SourceFile:
-    """D1: a verified copy of the text; env variables override the mirror and cache keys.
-
-    A source the user chose must hold the text, or the stage stops at once naming the path:
-    data.local_file, a mirror given by CHARGPT_DATA_MIRROR (set and not empty), or
-    data.mirror_dir when it differs from the plan's value in configs/default.yaml (as with
-    --data-source DIR). The plan's own mirror (../shared/data) is only a default: without the
-    text there, the cache and the download are tried.
-    """
-    env_mirror = os.environ.get(MIRROR_ENV)
-    plan_mirror = read_yaml(DEFAULT_CONFIG)["data"]["mirror_dir"]
-    return fetch_source(
-        url=config.url,
-        sha256=config.sha256,
-        filename=config.filename,
-        dataset=config.dataset,
-        local_file=resolve_path(config.local_file),
-        mirror_dir=resolve_path(env_mirror or config.mirror_dir),
-        mirror_optional=not env_mirror and config.mirror_dir == plan_mirror,
-        cache_dir=resolve_path(os.environ.get(CACHE_ENV) or config.cache_dir),
-        retries=config.download_retries,
-        timeout_s=config.download_timeout_s,
-    )
 
 
 def read_text(path: Path) -> str:
@@ -86,12 +50,11 @@ def encode_ids(tokenizer: CharTokenizer, text: str) -> np.ndarray:
     return np.array(tokenizer.encode(text), dtype=np.uint16)
 
 
-def prepare(config: DataConfig, files: DataFiles) -> dict[str, Any]:
-    """D1-D3: fetch and verify the text, split it, encode it, write splits and manifest.
+def prepare(config: DataConfig, files: DataFiles, source: SourceFile) -> dict[str, Any]:
+    """D2-D3: split the verified text (D1), encode it, write splits and manifest.
 
     The manifest is written last, so its presence means the folder is complete.
     """
-    source = locate_source(config)
     text = read_text(source.path)
     if len(text) < 2:
         raise UnusableTextError(f"{source.path} holds {len(text)} characters; nothing to train on")

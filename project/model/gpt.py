@@ -13,7 +13,7 @@ from model.embedding import TokenEmbedding
 from model.init import init_weights
 from model.norm import RMSNorm
 from model.rope import RotaryEmbedding
-from utils.config import ModelConfig
+from utils.sections import ModelConfig
 
 
 class CharGPT(nn.Module):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -10,6 +10,7 @@ import torch
 from data.dataset import PreparedData
 from model.gpt import CharGPT
 from testing.metrics import (
+    Figure,
     baseline_record,
     bits_per_char,
     perplexity,
@@ -18,7 +19,7 @@ from testing.metrics import (
     unigram_loss,
 )
 from testing.validation import eval_stride, scored_batches, scored_positions
-from utils.config import EvalConfig
+from utils.sections import EvalConfig
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,67 @@ def score_split(
     )
 
 
+def figures(score: SplitScore, references: dict[str, dict[str, float]]) -> list[Figure]:
+    """Every figure of metrics.json, in the order the report and the summary show them; a
+    new metric is one more `Figure` here (`references`: the baselines' records by name).
+    """
+
+    def of(key: str) -> dict[str, float]:
+        return {name: record[key] for name, record in references.items()}
+
+    loss = score.loss_nats
+    return [
+        Figure(
+            "val_loss_nats",
+            "validation loss",
+            loss,
+            "nats/char",
+            ".4f",
+            baselines=of("loss_nats"),
+        ),
+        Figure(
+            "bits_per_char",
+            "validation bits per character",
+            bits_per_char(loss),
+            "bits/char",
+            ".4f",
+            summary=True,
+            baselines=of("bits_per_char"),
+        ),
+        Figure(
+            "perplexity",
+            "validation perplexity",
+            perplexity(loss),
+            "",
+            ".3f",
+            baselines=of("perplexity"),
+        ),
+        Figure("top1_accuracy", "top-1 accuracy", score.top1_accuracy, "", ".3f"),
+        Figure("top5_accuracy", "top-5 accuracy", score.top5_accuracy, "", ".3f"),
+    ]
+
+
 def evaluate(
     model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
 ) -> dict[str, Any]:
     """E1-E4: the model's figures and the uniform and unigram baselines on the same
-    positions (every validation character after the first).
+    positions (every validation character after the first): each figure under its name,
+    and all of them with how to show them in `figures`.
     """
     score = score_split(model, data.val, config, precision)
     vocab_size = data.tokenizer.vocab_size
     uniform = baseline_record(uniform_loss(vocab_size))
     unigram = baseline_record(unigram_loss(data.train, data.val[1:], vocab_size))
+    declared = figures(score, {"uniform": uniform, "unigram": unigram})
     return {
         "plan_ids": ["E1", "E2", "E3", "E4"],
         "split": "val",
         "scored_chars": score.scored,
         "context": model.config.block_size,
         "stride": eval_stride(config, model.config.block_size),
-        "val_loss_nats": score.loss_nats,
-        "bits_per_char": bits_per_char(score.loss_nats),
-        "perplexity": perplexity(score.loss_nats),
-        "top1_accuracy": score.top1_accuracy,
-        "top5_accuracy": score.top5_accuracy,
+        **{figure.name: figure.value for figure in declared},
         "baselines": {"uniform": uniform, "unigram": unigram},
         "beats_uniform": score.loss_nats < uniform["loss_nats"],
         "beats_unigram": score.loss_nats < unigram["loss_nats"],
+        "figures": [asdict(figure) for figure in declared],
     }

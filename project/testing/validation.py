@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from data.dataset import PreparedData
 from data.loader import eval_batches, eval_windows
 from model.gpt import CharGPT
-from utils.config import EvalConfig
 from utils.device import autocast, inference_mode
+from utils.sections import EvalConfig
 
 
 def eval_stride(config: EvalConfig, block_size: int) -> int:

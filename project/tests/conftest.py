@@ -13,7 +13,7 @@ from run_files import output
 
 import run
 from model.gpt import CharGPT
-from utils.config import ModelConfig
+from utils.sections import ModelConfig
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # The offline copy beside the checkout: <repo>/../shared/data/tinyshakespeare/input.txt
@@ -113,18 +113,15 @@ def with_prepared_data(prepared_run_dir: Path) -> Callable[[Path], Path]:
 
 
 def tiny_model_config(**changes: object) -> ModelConfig:
-    values: dict[str, object] = {
+    """The plan's model at tiny sizes, without dropout."""
+    sizes: dict[str, object] = {
         "n_layer": 2,
         "n_head": 2,
         "d_model": 32,
         "block_size": 16,
         "dropout": 0.0,
-        "rope_base": 10000.0,
-        "norm_eps": 1e-6,
-        "init_std": 0.02,
     }
-    values.update(changes)
-    return ModelConfig(**values)  # type: ignore[arg-type]
+    return ModelConfig(**{**sizes, **changes})  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import run
+from training.stage_train import WORK_DIR
 
 
 def output(out_dir: Path, name: str) -> Path:
@@ -18,4 +19,4 @@ def output(out_dir: Path, name: str) -> Path:
 
 def work_file(out_dir: Path, name: str) -> Path:
     """A file of training's work folder (the log, a checkpoint) while training runs."""
-    return output(out_dir, "work_dir") / name
+    return out_dir / WORK_DIR / name

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import run
-from data.dataset import PreparedData
+from data.dataset import DataFiles, PreparedData
 from training import bench
 from training.bench import (
     TOP_KERNELS,
@@ -70,7 +70,7 @@ def test_a_failing_profiler_costs_the_profile_not_the_timings(
     monkeypatch.setattr(bench, "profile_steps", broken)
     config = load(tiny_config_file, [{"device": "cpu"}])[0]
     files = {name: prepared_run_dir / run.FILES[name] for name in run.DATA}
-    data = PreparedData.load(run.data_files(files))
+    data = PreparedData.load(DataFiles.named(files))
     figures = benchmark(config, data, peak_tflops=None, only="eager")["variants"]["eager"]
     assert figures["median_step_ms"] > 0
     assert figures["profile"] == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED", "top": []}

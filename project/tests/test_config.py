@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +13,15 @@ import yaml
 
 import run
 from utils.config import (
-    COMPILE_MODES,
-    DEFAULT_CONFIG,
-    PROJECT_DIR,
-    STAGE_SECTIONS,
+    PLAN_CONFIG,
     ConfigError,
-    build,
     load,
     merge,
     parse_assignment,
+    read_yaml,
     resolve,
 )
-from utils.reads import stage_sources, write_stage_configs
+from utils.sections import COMPILE_MODES, Config, build
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:
@@ -208,56 +203,15 @@ def test_auto_is_decided_once_and_recorded(cuda: bool, source: str, n_layer: int
     assert resolved.config.device == ("cuda" if cuda else "cpu")
     assert (resolved.source, resolved.config.model.n_layer) == (source, n_layer)
     # A stage never sees "auto": it reads the decision.
-    assert resolved.view("train")["device"] == resolved.config.device
+    assert resolved.view(("device",))["device"] == resolved.config.device
     # An explicit file wins over the preset, on the CPU too.
-    explicit = resolve(DEFAULT_CONFIG, [], cuda=False)
-    assert (explicit.source, explicit.config.model.n_layer) == (str(DEFAULT_CONFIG), 6)
-
-
-def test_each_stage_sees_only_the_sections_it_reads() -> None:
-    resolved = resolve(None, [], cuda=False)
-    for stage, sections in STAGE_SECTIONS.items():
-        view = resolved.view(stage)
-        assert tuple(view) == sections
-        config = build(view, sections)
-        unread = [
-            name for name in ("data", "model", "train", "eval", "sample") if name not in sections
-        ]
-        assert all(getattr(config, name) is None for name in unread), stage
-    with pytest.raises(ConfigError, match="not read here"):
-        build(resolved.view("train"), STAGE_SECTIONS["sample"])
+    explicit = resolve(PLAN_CONFIG, [], cuda=False)
+    assert (explicit.source, explicit.config.model.n_layer) == (str(PLAN_CONFIG), 6)
 
 
 def test_checks_across_sections_run_when_the_run_is_resolved() -> None:
     with pytest.raises(ConfigError, match=r"'eval\.stride' must be <= model\.block_size \(32\)"):
         resolve(None, [{"model": {"block_size": 32}}, {"eval": {"stride": 40}}], cuda=False)
-
-
-def test_stage_config_files_change_only_when_their_content_does(tmp_path: Path) -> None:
-    paths = write_stage_configs(tmp_path, resolve(None, [], cuda=False))
-    assert set(paths) == {*STAGE_SECTIONS, "resolved"}
-    before = {name: path.stat().st_mtime_ns for name, path in paths.items()}
-    time.sleep(0.01)
-    write_stage_configs(tmp_path, resolve(None, [{"sample": {"temperature": 1.0}}], cuda=False))
-    changed = {name for name, path in paths.items() if path.stat().st_mtime_ns != before[name]}
-    assert changed == {"sample", "resolved"}
-    assert json.loads(paths["sample"].read_text())["sample"]["temperature"] == 1.0
-
-
-def test_code_inputs_follow_imports_and_callbacks() -> None:
-    code = {
-        stage: {p.relative_to(PROJECT_DIR).as_posix() for p in stage_sources(stage)}
-        for stage in STAGE_SECTIONS
-    }
-    assert all("run.py" in files for files in code.values())
-    # The validation loss that picks best.pt is handed to the trainer as a callback.
-    assert "testing/evaluator.py" in code["train"]
-    assert {"testing/sampler.py", "model/gpt.py"} <= code["sample"]
-    assert "testing/evaluator.py" not in code["sample"]
-    assert not any(path.startswith(("model/", "training/")) for path in code["prepare"])
-    # Transitive: evaluate imports evaluator, which imports metrics and the data loader.
-    assert {"testing/metrics.py", "data/loader.py"} <= code["evaluate"]
-    assert "training/trainer.py" not in code["evaluate"]
 
 
 def test_later_overrides_win_and_merge_keeps_the_base() -> None:
@@ -304,3 +258,49 @@ def test_config_cli_prints_the_resolved_config_or_the_bad_key(
 def test_non_finite_numbers_given_as_strings_are_rejected(text: str) -> None:
     with pytest.raises(ConfigError, match=r"'train\.grad_clip' must be a finite number"):
         load(None, [parse_assignment(f'train.grad_clip="{text}"')])
+
+
+# -- the plan is the dataclasses' defaults; a key a config predates takes its default -------
+
+
+def plan_keys() -> list[str]:
+    """Every dotted key of the plan, from the dataclasses: "seed", ..., "model.norm_eps", ..."""
+    keys = []
+    for name, value in Config().to_dict().items():
+        keys += [f"{name}.{key}" for key in value] if isinstance(value, dict) else [name]
+    return keys
+
+
+def test_the_plan_is_the_defaults_and_the_plan_file_holds_no_keys() -> None:
+    assert read_yaml(PLAN_CONFIG) == {}, "the plan is Config's defaults, not a second copy"
+    config, raw = load()
+    assert config == Config() and raw == Config().to_dict()
+
+
+@pytest.mark.parametrize("key", plan_keys())
+def test_a_key_missing_from_a_config_takes_its_default_and_says_so(
+    key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in a stage config or a checkpoint written before the key existed."""
+    raw = Config().to_dict()
+    *parents, name = key.split(".")
+    section = raw
+    for parent in parents:
+        section = section[parent]
+    default = section.pop(name)
+    with caplog.at_level("WARNING"):
+        assert build(raw) == Config()
+    assert f"config key '{key}' is missing" in caplog.text and repr(default) in caplog.text
+
+
+def test_a_stage_view_lacking_a_section_or_key_takes_the_defaults() -> None:
+    model = Config().to_dict()["model"]
+    del model["norm_eps"]
+    config = build({"model": model}, ("model", "eval"))
+    assert (config.model, config.eval, config.train) == (Config().model, Config().eval, None)
+
+
+def test_an_unknown_key_of_a_stage_config_is_rejected_by_name() -> None:
+    model = {**Config().to_dict()["model"], "n_layers": 3}
+    with pytest.raises(ConfigError, match=re.escape("unknown config key 'model.n_layers'")):
+        build({"model": model}, ("model",))

@@ -17,11 +17,12 @@ from run_files import output
 import run
 from data import download, preprocess
 from data.dataset import CharTokenizer, DataFiles, PreparedData, UnknownCharacterError
-from data.download import DataSourceError
+from data.download import CACHE_ENV, MIRROR_ENV, DataSourceError, locate_source
 from data.loader import TrainBatches, eval_batches, eval_windows
-from data.preprocess import CACHE_ENV, MIRROR_ENV, locate_source, prepare, split_point
-from utils.config import DataConfig, load
+from data.preprocess import prepare, split_point
+from utils.config import load
 from utils.io import atomic_write, write_bytes
+from utils.sections import DataConfig
 
 N_CHARS, TRAIN_CHARS, VAL_CHARS = 1_115_394, 1_003_854, 111_540
 
@@ -95,7 +96,7 @@ def test_real_text_vocabulary_and_split_sizes(
     assert split_point(len(text), 0.9) == TRAIN_CHARS
     assert CharTokenizer.from_text(text).vocab_size == 65
 
-    data = PreparedData.load(run.data_files({n: output(prepared_run_dir, n) for n in run.DATA}))
+    data = PreparedData.load(DataFiles.named({n: output(prepared_run_dir, n) for n in run.DATA}))
     assert (len(data.train), len(data.val)) == (TRAIN_CHARS, VAL_CHARS)
     assert data.train.dtype == torch.int64
     assert (output(prepared_run_dir, "train_ids")).stat().st_size == 2 * TRAIN_CHARS  # uint16
@@ -129,7 +130,7 @@ def sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(preprocess, "REPO_DIR", tmp_path / "repo")
+    monkeypatch.setattr(download, "REPO_DIR", tmp_path / "repo")
 
     def no_download(*args: Any, **kwargs: Any) -> str:
         raise AssertionError("the source must not fall through to the download")
@@ -194,7 +195,7 @@ def test_disk_full_while_writing_a_split_leaves_no_manifest_and_no_partial_file(
     folder = tmp_path / "data"
     names = ("train.bin", "val.bin", "vocab.json", "manifest.json")
     files = DataFiles(*(folder / name for name in names))
-    prepare(config, files)  # a complete folder from an earlier run
+    prepare(config, files, locate_source(config))  # a complete folder from an earlier run
     earlier_val = files.val.read_bytes()
 
     def disk_full_on_val(path: Path, data: bytes) -> None:
@@ -210,7 +211,7 @@ def test_disk_full_while_writing_a_split_leaves_no_manifest_and_no_partial_file(
 
     monkeypatch.setattr(preprocess, "write_bytes", disk_full_on_val)
     with pytest.raises(OSError) as caught:
-        prepare(config, files)
+        prepare(config, files, locate_source(config))
     assert caught.value.errno == errno.ENOSPC
     assert str(files.val) in str(caught.value)  # the error names the file
     # The manifest went first, so the folder reads as unprepared; the half-written split

@@ -18,7 +18,7 @@ import torch
 from run_files import output, work_file
 
 from training.checkpoint import LAST
-from training.trainer import LOG_FILE, log_until
+from training.resume import LOG_FILE, log_until
 from utils.config import PROJECT_DIR
 from utils.io import read_json, read_jsonl
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from testing.metrics import (
     unigram_log_probs,
     unigram_loss,
 )
-from utils.config import EvalConfig
+from utils.sections import EvalConfig
 
 
 def brute_force_score(model: CharGPT, ids: torch.Tensor, stride: int) -> tuple[float, float, float]:
@@ -127,14 +128,18 @@ def test_uniform_bits_per_char_and_perplexity() -> None:
     assert perplexity(uniform_loss(65)) == pytest.approx(65)
 
 
+def split_text(text: str) -> PreparedData:
+    """`text` as prepared data: its first 50 characters train, the rest validate."""
+    tokenizer = CharTokenizer.from_text(text)
+    ids = torch.tensor(tokenizer.encode(text))
+    return PreparedData(ids[:50], ids[50:], tokenizer, manifest={})
+
+
 def test_evaluate_reports_model_and_baselines_on_the_same_positions(
     make_model: Callable[..., CharGPT],
 ) -> None:
-    text = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind"
-    tokenizer = CharTokenizer.from_text(text)
-    ids = torch.tensor(tokenizer.encode(text))
-    data = PreparedData(ids[:50], ids[50:], tokenizer, manifest={})
-    vocab = tokenizer.vocab_size
+    data = split_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind")
+    vocab = data.tokenizer.vocab_size
     model = make_model(vocab_size=vocab, block_size=8)
     config = EvalConfig(stride=None, batch_size=4)
     metrics = evaluate(model, data, config, "fp32")
@@ -153,3 +158,29 @@ def test_evaluate_reports_model_and_baselines_on_the_same_positions(
     assert unigram["loss_nats"] == pytest.approx(hand, rel=1e-12)
     assert metrics["beats_uniform"] == (score.loss_nats < math.log(vocab))
     assert metrics["beats_unigram"] == (score.loss_nats < hand)
+
+
+def test_every_figure_says_how_to_show_it_and_matches_its_field(
+    make_model: Callable[..., CharGPT],
+) -> None:
+    data = split_text("Now is the winter of our discontent made glorious summer by this sun")
+    model = make_model(vocab_size=data.tokenizer.vocab_size, block_size=8)
+    metrics = json.loads(json.dumps(evaluate(model, data, EvalConfig(None, 4), "fp32")))
+    figures = {figure["name"]: figure for figure in metrics["figures"]}
+    assert list(figures) == [
+        "val_loss_nats",
+        "bits_per_char",
+        "perplexity",
+        "top1_accuracy",
+        "top5_accuracy",
+    ]
+    for name, figure in figures.items():
+        assert figure["value"] == metrics[name]
+        assert set(figure) == {"name", "label", "value", "unit", "format", "summary", "baselines"}
+        assert format(figure["value"], figure["format"])  # a valid format spec
+    assert [name for name, figure in figures.items() if figure["summary"]] == ["bits_per_char"]
+    for name, key in (("val_loss_nats", "loss_nats"), ("bits_per_char", "bits_per_char")):
+        assert figures[name]["baselines"] == {
+            model_name: record[key] for model_name, record in metrics["baselines"].items()
+        }
+    assert figures["top1_accuracy"]["baselines"] == {}  # E4 defines no baseline accuracy

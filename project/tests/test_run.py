@@ -24,11 +24,14 @@ from run_files import output, work_file
 
 import run
 from data.loader import TrainBatches
-from training.checkpoint import LAST
+from testing import stage_evaluate
+from training.checkpoint import LAST, save_checkpoint
 from training.optim import learning_rate
-from training.trainer import LOG_FILE, log_until
+from training.resume import LOG_FILE, log_until
+from training.stage_train import WORK_DIR
 from utils.config import load
-from utils.io import read_json, read_jsonl
+from utils.inputs import file_record
+from utils.io import read_json, read_jsonl, write_json
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -312,7 +315,7 @@ def test_workflow_resume_under_another_config_starts_fresh_and_says_why(
         assert run.main(argv) == 0
     assert "changed: train.lr, train.min_lr)" in caplog.text
     assert read_json(output(out, "summary"))["resumed_from_step"] is None
-    assert not output(out, "work_dir").exists(), "a finished run drops its work folder"
+    assert not (out / WORK_DIR).exists(), "a finished run drops its work folder"
 
 
 def test_a_second_trainer_on_the_same_folder_stops_at_once(
@@ -363,6 +366,27 @@ def test_stages_refuse_inputs_that_differ_from_their_record(
         assert str(damaged) in error and f"--forcerun {producer}" in error
 
 
+def test_evaluate_reads_a_checkpoint_from_before_a_key_existed(
+    quick_run: Path, tmp_path: Path, tiny_cli: Argv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """best.pt as a version of the code without model.norm_eps wrote it (and recorded it in
+    its summary): the model is built at the key's default, and the log says so.
+    """
+    out = tmp_path / "old"
+    shutil.copytree(quick_run, out)
+    best = output(out, "best")
+    checkpoint = torch.load(best, weights_only=True)
+    del checkpoint["config"]["model"]["norm_eps"]
+    save_checkpoint(best, checkpoint)
+    summary = read_json(output(out, "summary"))
+    summary["files"]["best"] = file_record(best)
+    write_json(output(out, "summary"), summary)
+    with caplog.at_level("WARNING"):
+        assert run.main(tiny_cli("evaluate", out)) == 0
+    assert "config key 'model.norm_eps' is missing" in caplog.text
+    assert metric_bytes(out) == metric_bytes(quick_run)
+
+
 def test_own_text_without_a_digest_is_named_and_recorded(
     tmp_path: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -404,7 +428,7 @@ def test_only_the_projects_own_errors_become_one_line_messages(
     def broken(*_args: object) -> None:
         raise ValueError("Expected input batch_size (64) to match target batch_size (32).")
 
-    monkeypatch.setattr(run, "evaluate", broken)
+    monkeypatch.setattr(stage_evaluate, "evaluate", broken)
     assert run.main(tiny_cli("train", out)) == 0
     with pytest.raises(ValueError, match="batch_size"):
         run.main(tiny_cli("evaluate", out))

@@ -13,18 +13,21 @@ import torch
 from torch._dynamo.testing import CompileCounter
 
 import run
-from data.dataset import PreparedData
+from data.dataset import DataFiles, PreparedData
 from model.gpt import CharGPT
 from training.trainer import Trainer, compiled_blocks
-from utils.config import COMPILE_SCOPES, Config, load
+from utils.config import Config, load
 from utils.device import resolve_precision
+from utils.sections import COMPILE_SCOPES
 from utils.seed import seed_everything
 
 STEPS = 200
 
 
 def prepared(out_dir: Path) -> PreparedData:
-    return PreparedData.load(run.data_files({name: out_dir / run.FILES[name] for name in run.DATA}))
+    return PreparedData.load(
+        DataFiles.named({name: out_dir / run.FILES[name] for name in run.DATA})
+    )
 
 
 def losses(config: Config, data: PreparedData, device: torch.device, work_dir: Path) -> list[float]:

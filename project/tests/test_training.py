@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from model.gpt import CharGPT
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpoint import LAST, CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule, learning_rate, warmup_steps
-from training.trainer import log_until
-from utils.config import TrainConfig, load
+from training.resume import ResumeError, log_until
+from training.trainer import Trainer
+from utils.config import Config, load
+from utils.sections import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,103 @@ def test_resume_keeps_the_log_up_to_the_checkpoint_and_drops_a_torn_line(
     log.write_text(text + '{"kind": "train", "st', encoding="utf-8")
     assert log_until(log, 3) == records[:3]
     assert log_until(log, 99) == records
+
+
+# -- T7/T8: a work folder written before a config key existed -------------------------------
+
+# A dozen steps of a tiny model on random ids.
+TINY_TRAINING = {
+    "model": {"n_layer": 1, "n_head": 2, "d_model": 16, "block_size": 8, "dropout": 0.0},
+    "train": {"epochs": 1, "batch_size": 8},
+    "device": "cpu",
+}
+
+
+def tiny_config(**model_changes: object) -> Config:
+    config, _ = load(None, [TINY_TRAINING, {"model": model_changes}])
+    return config
+
+
+def tiny_trainer(
+    work_dir: Path, config: Config, raw_config: dict[str, Any] | None = None
+) -> Trainer:
+    """A Trainer of `config` on the same ids; its checkpoints record `raw_config` (by
+    default `config`'s own), as a version of the code that knew only those keys would.
+    """
+    torch.manual_seed(0)
+    ids = torch.randint(0, 11, (1000,))
+    return Trainer(
+        CharGPT(config.model, 11),
+        ids,
+        config,
+        raw_config or config.to_dict(),
+        work_dir,
+        "fp32",
+        validate=lambda model: 1.0,
+        data={"source_sha256": "0" * 64},
+    )
+
+
+def written_before(key: str, config: Config) -> dict[str, Any]:
+    """`config` as a version of the code from before `key` (section.name) wrote it."""
+    raw = config.to_dict()
+    section, name = key.split(".")
+    del raw[section][name]
+    return raw
+
+
+def test_a_work_folder_from_before_a_key_resumes_at_its_default_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tiny_config()
+    first = tiny_trainer(tmp_path, config, written_before("model.norm_eps", config)).train()
+    with caplog.at_level("INFO"):
+        summary = tiny_trainer(tmp_path, config).train(resume="strict")
+    assert summary["resumed_from_step"] == first["steps"]
+    assert "config key 'model.norm_eps' is missing" in caplog.text
+    assert "changed on resume" not in caplog.text
+
+
+def test_a_key_the_work_folder_predates_set_off_its_default_is_a_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tiny_config()
+    tiny_trainer(tmp_path, old, written_before("model.norm_eps", old)).train()
+    new = tiny_config(norm_eps=1e-5)
+    with pytest.raises(
+        ResumeError, match=r"cannot resume from \S+: .*\(changed: model\.norm_eps\)"
+    ):
+        tiny_trainer(tmp_path, new).train(resume="strict")
+    with caplog.at_level("WARNING"):
+        summary = tiny_trainer(tmp_path, new).train(resume="restart-on-change")
+    assert summary["resumed_from_step"] is None
+    assert "(changed: model.norm_eps); starting from step 0" in caplog.text
+
+
+UNREADABLE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "no config": lambda c: {key: value for key, value in c.items() if key != "config"},
+    "not a mapping": lambda c: {**c, "config": ["model"]},
+    "a section that is not a mapping": lambda c: {**c, "config": {**c["config"], "model": 3}},
+    "a key this version does not know": lambda c: {
+        **c,
+        "config": {**c["config"], "model": {**c["config"]["model"], "n_experts": 8}},
+    },
+}
+
+
+@pytest.mark.parametrize("damage", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_a_checkpoint_whose_config_cannot_be_read_restarts_or_refuses_in_one_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    config = tiny_config()
+    tiny_trainer(tmp_path, config).train()
+    save_checkpoint(tmp_path / LAST, damage(load_checkpoint(tmp_path / LAST)))
+    with pytest.raises(ResumeError, match="its training config cannot be read") as caught:
+        tiny_trainer(tmp_path, config).train(resume="strict")
+    assert "\n" not in str(caught.value)
+    with caplog.at_level("WARNING"):
+        summary = tiny_trainer(tmp_path, config).train(resume="restart-on-change")
+    assert summary["resumed_from_step"] is None
+    assert "its training config cannot be read" in caplog.text

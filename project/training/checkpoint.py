@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from model.gpt import CharGPT
+from utils.config import Config, build
+from utils.errors import ProjectError
 from utils.inputs import require
 from utils.io import remove_stale_temp_files, write_bytes
 
@@ -18,7 +21,7 @@ LAST = "last.pt"
 _REBUILD = "delete it and rebuild it with `snakemake --forcerun train` (or `python run.py train`)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjectError, ValueError):
     """A file that is not a checkpoint this project wrote, or a damaged (truncated) one."""
 
 
@@ -52,3 +55,12 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
             f"{path} is damaged or truncated (an interrupted copy?): it is not a whole "
             f"checkpoint; {_REBUILD}"
         ) from error
+
+
+def load_best_model(path: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any], Config]:
+    """The best checkpoint's model, its training state and the config it was trained with."""
+    checkpoint = load_checkpoint(path, device)
+    trained = build(checkpoint["config"], tuple(checkpoint["config"]))
+    model = CharGPT(trained.model, checkpoint["vocab_size"]).to(device)
+    model.load_state_dict(checkpoint["model"])
+    return model, checkpoint["state"], trained

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from utils.config import TrainConfig
+from utils.sections import TrainConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

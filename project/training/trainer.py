@@ -10,79 +10,51 @@ the caller names, and the work folder goes.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from data.loader import TrainBatches
 from model.gpt import CharGPT
 from training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from training.loss import next_char_loss
 from training.optim import build_optimizer, build_schedule, learning_rate
+from training.progress import Progress
+from training.resume import (
+    LOG_FILE,
+    SAFE_ON_RESUME,
+    ResumeError,
+    TrainState,
+    fingerprint,
+    log_until,
+    resumable_changes,
+)
 from training.step import GraphedStep
-from utils.config import Config, changed_keys
+from utils.config import Config
 from utils.device import autocast
 from utils.distributed import Ranks
+from utils.errors import ProjectError
 from utils.io import append_jsonl, write_jsonl
 from utils.seed import rng_state, seed_rank, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-# Names inside the work folder, private to training: the outputs are named by the caller.
-LOG_FILE = "train_log.jsonl"
-# Settings a resumed run may change: how often it validates, saves and reads losses back,
-# whether it compiles, when it stops early, on how many devices; not what it computes.
-# They are left out of the fingerprint.
-SAFE_ON_RESUME = (
-    "train.eval_every_steps",
-    "train.checkpoint_every_steps",
-    "train.sync_every_steps",
-    "train.compile",
-    "train.compile_mode",
-    "train.compile_scope",
-    "train.target_val_loss",
-    "train.devices",
-)
-# How `train` treats an existing checkpoint: ignore it, continue from it (refusing one made
-# under other settings), or continue from it when it matches and start over when not.
-RESUME_MODES = ("off", "strict", "restart-on-change")
 # Losses averaged for "first" and "final" training loss: single steps are noisy.
 LOSS_WINDOW = 10
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(ProjectError, RuntimeError):
     """T4: a loss or gradient norm became NaN or Inf."""
-
-
-class ResumeError(RuntimeError):
-    """A strict resume found a checkpoint made under other settings or data."""
-
-
-@dataclass
-class TrainState:
-    """Where the run is; saved in every checkpoint so that `--resume` continues exactly."""
-
-    step: int = 0  # optimiser steps done
-    epoch: int = 0  # the epoch in progress
-    step_in_epoch: int = 0  # batches of `epoch` already done
-    best_val_loss: float = math.inf
-    best_step: int = 0
-    evals_without_improvement: int = 0
-    val_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -121,7 +93,8 @@ class Trainer:
         self.ranks = ranks or Ranks()
         self.config = config
         self.raw_config = raw_config
-        self.fingerprint = fingerprint({"config": without_safe(raw_config), "data": data or {}})
+        self.data = data or {}
+        self.fingerprint = fingerprint(raw_config, self.data)
         self.train_config = config.train
         self.device = train_ids.device
         self.precision = precision
@@ -330,44 +303,33 @@ class Trainer:
     def _restore(self, resume: str) -> int | None:
         """Load the work folder's last.pt where it may be resumed; the step, or None."""
         last = self.work_dir / LAST
-        checkpoint = self._load_last(resume) if resume != "off" and last.is_file() else None
-        if checkpoint is not None and checkpoint.get("fingerprint") != self.fingerprint:
-            changed = [
-                key
-                for key in changed_keys(checkpoint["config"], self.raw_config)
-                if key not in SAFE_ON_RESUME
-            ] or ["the training data"]
-            if resume == "strict":
-                raise ResumeError(
-                    f"cannot resume from {last}: it was made under other settings (changed: "
-                    f"{', '.join(changed)}; safe to change on resume: "
-                    f"{', '.join(SAFE_ON_RESUME)}). Restore them, or run without --resume to "
-                    "start over"
-                )
-            logger.warning(
-                "not resuming: %s was made under other settings (changed: %s); "
-                "starting from step 0",
-                last,
-                ", ".join(changed),
-            )
-            checkpoint = None
-        if checkpoint is not None:
-            self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.schedule.load_state_dict(checkpoint["schedule"])
-            self.state = TrainState(**checkpoint["state"])
-            set_rng_state(checkpoint["rng"])
-            applied = changed_keys(checkpoint["config"], self.raw_config)
-            logger.info(
-                "resumed from %s at step %d%s",
-                last,
-                self.state.step,
-                f" (changed on resume: {', '.join(applied)})" if applied else "",
-            )
-            return self.state.step
         if resume != "off" and not last.is_file():
             logger.info("no checkpoint in %s yet: starting from step 0", self.work_dir)
-        return None
+        checkpoint = self._load_last(resume) if resume != "off" and last.is_file() else None
+        if checkpoint is None:
+            return None
+        try:
+            applied = resumable_changes(checkpoint, self.raw_config, self.data)
+        except ResumeError as error:
+            if resume == "strict":
+                raise ResumeError(
+                    f"cannot resume from {last}: {error}. Settings safe to change on resume: "
+                    f"{', '.join(SAFE_ON_RESUME)}; run without --resume to start over"
+                ) from None
+            logger.warning("not resuming from %s: %s; starting from step 0", last, error)
+            return None
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        self.state = TrainState(**checkpoint["state"])
+        set_rng_state(checkpoint["rng"])
+        logger.info(
+            "resumed from %s at step %d%s",
+            last,
+            self.state.step,
+            f" (changed on resume: {', '.join(applied)})" if applied else "",
+        )
+        return self.state.step
 
     def _load_last(self, resume: str) -> dict[str, Any] | None:
         """The work folder's last.pt; a damaged one stops a strict resume, else is dropped."""
@@ -485,83 +447,3 @@ def compiled_blocks(model: CharGPT, **options: Any) -> list[Callable[..., torch.
     all L (Dynamo inlines the modules: their weights are inputs, not constants).
     """
     return [torch.compile(block, **options) for block in model.blocks]
-
-
-class Progress:
-    """tqdm bars for epochs and steps on a terminal; otherwise (a log file, the workflow's
-    console) a plain line every `LOG_EVERY_S` seconds, besides each validation's line.
-    """
-
-    LOG_EVERY_S = 5.0
-
-    def __init__(self, epochs: int, steps_per_epoch: int, state: TrainState) -> None:
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.last_logged = -math.inf
-        self.interactive = sys.stderr.isatty()
-        self.epoch_bar = self.step_bar = None
-        if self.interactive:
-            self.epoch_bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", position=0)
-            self.step_bar = tqdm(
-                total=steps_per_epoch,
-                initial=state.step_in_epoch,
-                desc="steps",
-                position=1,
-                leave=False,
-            )
-
-    def update(self, state: TrainState, loss: float, lr: float) -> None:
-        if self.step_bar is not None:
-            self.step_bar.n = state.step_in_epoch
-            self.step_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        elif time.monotonic() - self.last_logged >= self.LOG_EVERY_S:
-            self.last_logged = time.monotonic()
-            logger.info(
-                "epoch %d/%d step %d/%d (total %d): loss %.4f lr %.2e",
-                state.epoch + 1,
-                self.epochs,
-                state.step_in_epoch,
-                self.steps_per_epoch,
-                state.step,
-                loss,
-                lr,
-            )
-
-    def end_epoch(self) -> None:
-        if self.epoch_bar is not None and self.step_bar is not None:
-            self.epoch_bar.update(1)
-            self.step_bar.reset()
-
-    def close(self) -> None:
-        for bar in (self.step_bar, self.epoch_bar):
-            if bar is not None:
-                bar.close()
-
-
-def fingerprint(payload: dict[str, Any]) -> str:
-    """SHA-256 of a JSON-able mapping, independent of key order."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def without_safe(raw_config: dict[str, Any]) -> dict[str, Any]:
-    """Training's settings less SAFE_ON_RESUME: what a checkpoint must match to resume."""
-    kept = json.loads(json.dumps(raw_config))
-    for key in SAFE_ON_RESUME:
-        section, name = key.split(".")
-        kept.get(section, {}).pop(name, None)
-    return kept
-
-
-def log_until(path: Path, step: int) -> list[dict[str, Any]]:
-    """The log's records up to the checkpoint's `step`: later lines belong to the lost run,
-    and so does a last line that a kill cut in the middle of its write.
-    """
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if record["step"] <= step:
-            records.append(record)
-    return records

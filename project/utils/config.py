@@ -1,9 +1,8 @@
-"""Typed, validated configuration loaded from `configs/default.yaml` plus overrides.
+"""A run's configuration: the plan (the defaults of utils/sections.py) plus overrides.
 
-`configs/default.yaml` holds every key with the plan's value. A config file given with
-`--config` (or the CPU preset) and `--set key=value` pairs may only override keys that
-exist there; unknown keys, wrong types and out-of-range values are rejected before any
-work starts, with a message that names the key.
+A config file given with `--config` (or the CPU preset) and `--set key=value` pairs may
+only override keys that the plan has; unknown keys, wrong types and out-of-range values are
+rejected before any work starts, with a message that names the key.
 
 `resolve` decides a run's configuration once (plan, preset or the user's file, overrides,
 and what `auto` means here); each stage then reads only its own sections
@@ -14,27 +13,29 @@ only PyYAML: the workflow calls it before any job, where importing torch would c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import dataclasses
 import functools
 import importlib.util
-import math
 import os
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+if __package__ in (None, ""):  # run as a script: make `utils` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.sections import DEVICES, Config, ConfigError, build, reject_unknown
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = PROJECT_DIR.parent
 CONFIG_DIR = PROJECT_DIR / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+# Holds no keys: `--config configs/plan.yaml` insists on the plan where the CPU preset
+# would stand in.
+PLAN_CONFIG = CONFIG_DIR / "plan.yaml"
 CPU_PRESET = CONFIG_DIR / "cpu.yaml"
 
 # The config sections each stage reads, and so the sections whose change reruns it. The
@@ -48,206 +49,6 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 STAGES = tuple(STAGE_SECTIONS)
 # What a run may change without being a deviation from the plan's design.
 RUN_CHOICES = ("seed", "device", "train.epochs")
-DEVICES = ("auto", "cpu", "cuda")  # `device`: auto picks CUDA where PyTorch sees it
-# torch.compile's modes (train.compile_mode), each with whether it replays the model from
-# CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
-COMPILE_MODES: dict[str, bool] = {
-    "default": False,
-    "reduce-overhead": True,
-    "max-autotune": True,
-    "max-autotune-no-cudagraphs": False,
-}
-# What torch.compile compiles (train.compile_scope): the whole forward, or each transformer
-# block on its own ("regional compilation": the L blocks share one compilation, meant for a
-# faster cold start, but nothing is fused across blocks).
-COMPILE_SCOPES = ("model", "block")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str
-    filename: str
-    url: str | None
-    sha256: str | None  # null: any UTF-8 text, its digest recorded in the manifest
-    local_file: str | None
-    mirror_dir: str | None
-    cache_dir: str
-    train_fraction: float
-    download_retries: int
-    download_timeout_s: float
-
-    def check(self) -> None:
-        _require(
-            self.sha256 is None or re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is not None,
-            "data.sha256",
-            "must be a 64-character hex SHA-256, or null to accept any text",
-        )
-        _require(0.0 < self.train_fraction < 1.0, "data.train_fraction", "must be in (0, 1)")
-        _require(self.download_retries >= 0, "data.download_retries", "must be >= 0")
-        _require(self.download_timeout_s > 0, "data.download_timeout_s", "must be > 0")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    n_layer: int
-    n_head: int
-    d_model: int
-    block_size: int
-    dropout: float
-    rope_base: float
-    norm_eps: float
-    init_std: float
-
-    def check(self) -> None:
-        for key in ("n_layer", "n_head", "d_model", "block_size"):
-            _require(getattr(self, key) > 0, f"model.{key}", "must be > 0")
-        _require(
-            self.d_model % self.n_head == 0, "model.d_model", "must be divisible by model.n_head"
-        )
-        _require(
-            (self.d_model // self.n_head) % 2 == 0,
-            "model.d_model",
-            "d_model / n_head must be even (RoPE rotates pairs of dimensions)",
-        )
-        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _require(self.rope_base > 1.0, "model.rope_base", "must be > 1")
-        _require(self.norm_eps > 0, "model.norm_eps", "must be > 0")
-        _require(self.init_std > 0, "model.init_std", "must be > 0")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    patience: int | None
-    batch_size: int
-    lr: float
-    min_lr: float
-    warmup_max_steps: int
-    warmup_fraction: float
-    beta1: float
-    beta2: float
-    adam_eps: float
-    weight_decay: float
-    grad_clip: float
-    precision: str
-    compile: bool
-    compile_mode: str
-    compile_scope: str
-    cuda_graph: bool
-    target_val_loss: float | None
-    devices: int
-    eval_every_steps: int
-    checkpoint_every_steps: int
-    sync_every_steps: int
-
-    def check(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _require(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
-        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _require(0 < self.lr <= 1e6, "train.lr", "must be in (0, 1e6]")
-        _require(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, train.lr]")
-        _require(self.warmup_max_steps >= 0, "train.warmup_max_steps", "must be >= 0")
-        _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
-        _require(0.0 <= self.beta1 < 1.0, "train.beta1", "must be in [0, 1)")
-        _require(0.0 <= self.beta2 < 1.0, "train.beta2", "must be in [0, 1)")
-        _require(self.adam_eps > 0, "train.adam_eps", "must be > 0")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
-        _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
-        _require_choice(self.compile_mode, "train.compile_mode", tuple(COMPILE_MODES))
-        _require_choice(self.compile_scope, "train.compile_scope", COMPILE_SCOPES)
-        _require(
-            not (self.cuda_graph and self.compile and COMPILE_MODES[self.compile_mode]),
-            "train.compile_mode",
-            f"{self.compile_mode} captures the model in CUDA graphs of its own, which cannot "
-            "nest in train.cuda_graph's capture of the whole step: set train.cuda_graph=false "
-            f"or a mode without them ({', '.join(m for m, g in COMPILE_MODES.items() if not g)})",
-        )
-        _require(self.devices >= 1, "train.devices", "must be >= 1")
-        _require(
-            self.batch_size % self.devices == 0,
-            "train.batch_size",
-            f"must split evenly over train.devices={self.devices} (each takes its share of "
-            "every batch)",
-        )
-        _require(
-            self.target_val_loss is None or self.target_val_loss > 0,
-            "train.target_val_loss",
-            "must be > 0 or null",
-        )
-        for key in ("eval_every_steps", "checkpoint_every_steps"):
-            _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0 (0 = off)")
-        _require(self.sync_every_steps >= 1, "train.sync_every_steps", "must be >= 1")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    stride: int | None
-    batch_size: int
-
-    def check(self) -> None:
-        _require(self.stride is None or self.stride >= 1, "eval.stride", "must be >= 1 or null")
-        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    prompt: str
-    num_chars: int
-    temperature: float
-    top_k: int | None
-    seed: int
-
-    def check(self) -> None:
-        _require(len(self.prompt) > 0, "sample.prompt", "must not be empty")
-        _require(self.num_chars >= 1, "sample.num_chars", "must be >= 1")
-        _require(self.temperature > 0, "sample.temperature", "must be > 0")
-        _require(self.top_k is None or self.top_k >= 1, "sample.top_k", "must be >= 1 or null")
-
-
-@dataclass(frozen=True)
-class Config:
-    """A run's resolved configuration, or one stage's view of it: the sections that the
-    stage does not read (STAGE_SECTIONS) are None there.
-    """
-
-    seed: int | None = None
-    device: str | None = None
-    data: DataConfig | None = None
-    model: ModelConfig | None = None
-    train: TrainConfig | None = None
-    eval: EvalConfig | None = None
-    sample: SampleConfig | None = None
-
-    def check(self) -> None:
-        if self.device is not None:
-            _require_choice(self.device, "device", DEVICES)
-        for section in (self.data, self.model, self.train, self.eval, self.sample):
-            if section is not None:
-                section.check()
-        if self.model is not None and self.eval is not None:
-            stride = self.eval.stride
-            _require(
-                stride is None or stride <= self.model.block_size,
-                "eval.stride",
-                f"must be <= model.block_size ({self.model.block_size}); got {stride}",
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}' {message}")
-
-
-def _require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
-    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -287,12 +88,10 @@ def _yaml_problem(error: yaml.YAMLError, column_offset: int = 0) -> str:
 
 def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Return `base` with `override` applied; a key that `base` lacks is an error."""
+    reject_unknown(override, base, prefix)
     merged = copy.deepcopy(base)
     for key, value in override.items():
         dotted = f"{prefix}{key}"
-        if key not in base:
-            known = ", ".join(f"{prefix}{k}" for k in base)
-            raise ConfigError(f"unknown config key '{dotted}' (known keys here: {known})")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
@@ -315,81 +114,13 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return nested(key, value)
 
 
-def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:
-    """Turn a mapping into a checked Config; types follow the dataclass hints.
-
-    `sections` None: every section must be there. Otherwise exactly those (a stage's view).
-    """
-    wanted = sections or tuple(field.name for field in dataclasses.fields(Config))
-    unexpected = sorted(set(raw) - set(wanted))
-    if sections is not None and unexpected:
-        raise ConfigError(f"config keys {unexpected} are not read here (only {list(wanted)})")
-    config = _to_dataclass(Config, {key: raw[key] for key in raw if key in wanted}, "", wanted)
-    config.check()
-    return config
-
-
-def _to_dataclass(
-    cls: type, raw: dict[str, Any], prefix: str, wanted: tuple[str, ...] | None = None
-) -> Any:
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for field in dataclasses.fields(cls):
-        dotted = f"{prefix}{field.name}"
-        if wanted is not None and field.name not in wanted:
-            continue
-        if field.name not in raw:
-            raise ConfigError(f"config key '{dotted}' is missing")
-        hint = _present(hints[field.name]) if cls is Config else hints[field.name]
-        value = raw[field.name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
-            values[field.name] = _to_dataclass(hint, value, prefix=f"{dotted}.")
-        else:
-            values[field.name] = _coerce(value, hint, dotted)
-    return cls(**values)
-
-
-def _present(hint: Any) -> Any:
-    """A Config field's type when the section is there: `ModelConfig | None` → ModelConfig
-    (None only means that a stage does not read it).
-    """
-    (present,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    return present
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a simple type hint (int, float, str, bool, or X | None)."""
-    if isinstance(hint, types.UnionType):
-        if value is None:
-            return None
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if hint in (int, float) and isinstance(value, str):
-        # YAML 1.1 reads "1e-3" (no dot) as a string, and Snakemake's --config may hand
-        # numbers over as strings; read a string that is exactly such a number as one.
-        with contextlib.suppress(ValueError):
-            value = hint(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if hint is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(
-        f"config key '{key}' must be of type {hint.__name__}, got {value!r} "
-        f"({type(value).__name__})"
-    )
-
-
 def load(
     config_file: Path | None = None, overrides: list[dict[str, Any]] | tuple = ()
 ) -> tuple[Config, dict[str, Any]]:
-    """Load the defaults, then `config_file`, then each override mapping in order.
-
-    Returns the checked Config and the merged raw mapping (saved in checkpoints).
+    """Load the plan (Config's defaults), then `config_file`, then each override mapping
+    in order. Returns the checked Config and the merged raw mapping.
     """
-    raw = read_yaml(DEFAULT_CONFIG)
+    raw = Config().to_dict()
     if config_file is not None:
         raw = merge(raw, read_yaml(config_file))
     for override in overrides:
@@ -429,9 +160,9 @@ class Resolved:
     raw: dict[str, Any]  # config as a mapping of checked values
     source: str  # "default" (the plan), "cpu-preset" or the user's file
 
-    def view(self, stage: str) -> dict[str, Any]:
-        """The sections `stage` reads (STAGE_SECTIONS), as a raw mapping."""
-        return {key: copy.deepcopy(self.raw[key]) for key in STAGE_SECTIONS[stage]}
+    def view(self, sections: tuple[str, ...]) -> dict[str, Any]:
+        """The sections a stage reads (its declaration's `sections`), as a raw mapping."""
+        return {key: copy.deepcopy(self.raw[key]) for key in sections}
 
     def deviations(self) -> list[str]:
         """What this run does differently from the plan, as the report lists it."""
@@ -523,8 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        help="YAML file whose keys override configs/default.yaml (the plan); without it, "
-        "a run on the CPU uses configs/cpu.yaml",
+        help="YAML file whose keys override the plan (utils/sections.py); without it, a run "
+        "on the CPU uses configs/cpu.yaml (configs/plan.yaml, which holds no keys, insists on "
+        "the plan)",
     )
     parser.add_argument(
         "--set",

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import torch
 
+from utils.errors import ProjectError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(ProjectError, RuntimeError):
     """The requested device is not available here."""
 
 

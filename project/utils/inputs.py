@@ -12,14 +12,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from utils.errors import ProjectError
+
 CHUNK = 1 << 20
 
 
-class MissingInputError(FileNotFoundError):
+class MissingInputError(ProjectError, FileNotFoundError):
     """A file a stage reads does not exist (its producer has not run)."""
 
 
-class StaleInputError(ValueError):
+class StaleInputError(ProjectError, ValueError):
     """A file a stage reads differs from what its producer recorded."""
 
 

@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from utils.errors import ProjectError
+
 # atomic_write's temporary files, `.<target name>.<8 characters>.tmp` (tempfile.mkstemp's
 # names, which earlier versions used, also match).
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 
 
-class DiskFullError(OSError):
+class DiskFullError(ProjectError, OSError):
     """The filesystem ran out of space (ENOSPC) or quota (EDQUOT) while a file was written;
     `errno` and `filename` are the original error's and the target's."""
 

@@ -13,8 +13,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from utils.errors import ProjectError
 
-class BusyError(RuntimeError):
+
+class BusyError(ProjectError, RuntimeError):
     """Another process is writing the same folder."""
 
 

@@ -1,14 +1,19 @@
 # Runs, their folders, and what each stage reads, as the project resolves it.
 
+import ast
 import json
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
-# One folder per (run, seed): every file of that run lives under it.
+# One folder per (run, seed): every file of that run lives under it. The prepared data lives
+# in one folder per distinct data configuration, shared by the runs that have it.
+RESULTS = "results"
 RUN = "results/{run}/seed{seed}"
+DATA = "results/data/{data}"
 with open(SCHEMA, encoding="utf-8") as schema:
     RUN_NAME = yaml.safe_load(schema)["properties"]["runs"]["propertyNames"]["pattern"]
 
@@ -16,6 +21,7 @@ with open(SCHEMA, encoding="utf-8") as schema:
 wildcard_constraints:
     run=RUN_NAME.removeprefix("^").removesuffix("$"),
     seed=r"\d+",
+    data=r"[0-9a-f]+",
 
 
 # A GPU job claims its share of the cores (Snakemake sets OMP_NUM_THREADS from it): all of
@@ -77,9 +83,9 @@ def resolve_runs():
     project code) and write each stage's config file, rewritten only when its content
     changes. A bad value in any run stops the workflow here, before any job.
     """
-    spec = {"runs": [run_spec(*pair) for pair in run_pairs()]}
+    spec = {"results": RESULTS, "runs": [run_spec(*pair) for pair in run_pairs()]}
     result = subprocess.run(
-        [sys.executable, "project/utils/reads.py"],
+        [sys.executable, "project/reads.py"],
         input=json.dumps(spec),
         capture_output=True,
         text=True,
@@ -90,13 +96,74 @@ def resolve_runs():
 
 
 READS = resolve_runs()
+# Each stage as the project declares it: its config sections, inputs and outputs.
+STAGES = READS["stages"]
+PRODUCER = {name: stage for stage, read in STAGES.items() for name in read["outputs"]}
+# A rule's named inputs besides its stage's declared ones (what reads.py writes for it).
+PLANNED_INPUTS = {"config", "code", "source"}
 
 
 def stage_config(stage):
     """The config file of `stage` for the job's (run, seed)."""
-    return lambda wildcards: READS["configs"][
-        config_dir(wildcards.run, wildcards.seed)
+    return lambda wildcards: READS["runs"][config_dir(wildcards.run, wildcards.seed)][
+        "configs"
     ][stage]
+
+
+def data_dir(wildcards):
+    """The folder of the prepared data that the job's (run, seed) trains on."""
+    return READS["runs"][config_dir(wildcards.run, wildcards.seed)]["data"]
+
+
+def in_data(pattern):
+    """A file of DATA (a pattern with {data}) for the job's (run, seed)."""
+    return lambda wildcards: pattern.replace(DATA, data_dir(wildcards))
+
+
+def job_files(*patterns):
+    """Files of RUN and of DATA, for the job's (run, seed)."""
+    return lambda wildcards: [
+        in_data(pattern)(wildcards).format(run=wildcards.run, seed=wildcards.seed)
+        for pattern in patterns
+    ]
+
+
+def stage_outputs(stage, folder, **flags):
+    """The stage's declared outputs under `folder` (RUN, or DATA for prepare); `flags`
+    wraps some of them by name (e.g. in Snakemake's `report()`).
+    """
+    return {
+        name: flags.get(name, str)(f"{folder}/{path}")
+        for name, path in STAGES[stage]["outputs"].items()
+    }
+
+
+def stage_inputs(stage):
+    """The stage's declared inputs, each where its producer writes it for the job."""
+    return {name: stage_file(name) for name in STAGES[stage]["inputs"]}
+
+
+def stage_file(name):
+    """File `name` (a stage's output) of the job's (run, seed)."""
+    path = STAGES[PRODUCER[name]]["outputs"][name]
+    if PRODUCER[name] == "prepare":
+        return in_data(f"{DATA}/{path}")
+    return f"{RUN}/{path}"
+
+
+def check_declarations(rules):
+    """Stop here unless the rule of each stage names exactly the files it declares."""
+    for stage, read in STAGES.items():
+        declared_rule = getattr(rules, stage)
+        inputs = set(declared_rule.input.keys()) - PLANNED_INPUTS
+        outputs = set(declared_rule.output.keys()) - {"gpu"}
+        if inputs != set(read["inputs"]) or outputs != set(read["outputs"]):
+            raise WorkflowError(
+                f"the {stage} rule's named inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)} differ from the stage's declaration (STAGE in its "
+                f"project module): inputs {sorted(read['inputs'])}, outputs "
+                f"{sorted(read['outputs'])}; take them from stage_inputs and stage_outputs"
+            )
 
 
 def train_devices(wildcards):
@@ -105,9 +172,27 @@ def train_devices(wildcards):
         return json.load(handle)["train"]["devices"]
 
 
-def stage_code(stage):
-    """The project modules `stage` runs, derived by the project from its imports."""
-    return READS["code"][stage]
+SCRIPTS = Path("workflow/scripts")
+
+
+def script_imports(entry):
+    """The workflow scripts that the rule's script `entry` imports, directly or not:
+    Snakemake reruns a rule when its own script changes, not when a module it imports does.
+    """
+    found, todo = set(), [entry]
+    while todo:
+        tree = ast.parse((SCRIPTS / todo.pop()).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                names = [node.module] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                file = f"{name}.py"
+                if (SCRIPTS / file).is_file() and file not in found:
+                    found.add(file)
+                    todo.append(file)
+    return sorted(str(SCRIPTS / file) for file in found)
 
 
 NOT_FILE_OPTIONS = ("config", "code", "gpu")

@@ -1,19 +1,10 @@
 rule evaluate:
     input:
+        **stage_inputs("evaluate"),
         config=stage_config("evaluate"),
-        code=stage_code("evaluate"),
-        train_ids=rules.prepare.output.train_ids,
-        val_ids=rules.prepare.output.val_ids,
-        vocab=rules.prepare.output.vocab,
-        manifest=rules.prepare.output.manifest,
-        best=rules.train.output.best,
-        summary=rules.train.output.summary,
-        train_log=rules.train.output.train_log,
-        train_cost=rules.train.output.train_cost,
+        code=READS["code"]["evaluate"],
     output:
-        metrics=f"{RUN}/metrics.json",
-        checks=f"{RUN}/quick_validation.json",
-        evaluate_cost=f"{RUN}/cost/evaluate.json",
+        **stage_outputs("evaluate", RUN),
         gpu=multiext(f"{RUN}/monitor/evaluate", ".json", ".csv"),
     log:
         f"{RUN}/logs/evaluate.log",
@@ -33,16 +24,15 @@ rule evaluate:
 
 rule sample:
     input:
+        **stage_inputs("sample"),
         config=stage_config("sample"),
-        code=stage_code("sample"),
-        vocab=rules.prepare.output.vocab,
-        manifest=rules.prepare.output.manifest,
-        best=rules.train.output.best,
-        summary=rules.train.output.summary,
+        code=READS["code"]["sample"],
     output:
-        samples=report(f"{RUN}/samples.txt", category="Samples", subcategory="{run}"),
-        samples_meta=f"{RUN}/samples.json",
-        sample_cost=f"{RUN}/cost/sample.json",
+        **stage_outputs(
+            "sample",
+            RUN,
+            samples=lambda path: report(path, category="Samples", subcategory="{run}"),
+        ),
         gpu=multiext(f"{RUN}/monitor/sample", ".json", ".csv"),
     log:
         f"{RUN}/logs/sample.log",

@@ -1,17 +1,15 @@
+# One prepare job per data configuration (results/data/<key>/), shared by every run with it.
 rule prepare:
     input:
-        config=stage_config("prepare"),
-        code=stage_code("prepare"),
+        config=f"{DATA}/config/prepare.json",
+        source=f"{DATA}/source.json",
+        code=READS["code"]["prepare"],
     output:
-        train_ids=f"{RUN}/data/train.bin",
-        val_ids=f"{RUN}/data/val.bin",
-        vocab=f"{RUN}/data/vocab.json",
-        manifest=f"{RUN}/data/manifest.json",
-        prepare_cost=f"{RUN}/cost/prepare.json",
+        **stage_outputs("prepare", DATA),
     log:
-        f"{RUN}/logs/prepare.log",
+        f"{DATA}/logs/prepare.log",
     benchmark:
-        f"{RUN}/benchmarks/prepare.tsv"
+        f"{DATA}/benchmarks/prepare.tsv"
     params:
         files=file_options,
     shell:

@@ -9,34 +9,34 @@ IN_CONTAINER = (
 rule report:
     input:
         resolved=stage_config("resolved"),
-        manifest=rules.prepare.output.manifest,
+        manifest=in_data(rules.prepare.output.manifest),
         summary=rules.train.output.summary,
         train_log=rules.train.output.train_log,
         metrics=rules.evaluate.output.metrics,
         checks=rules.evaluate.output.checks,
         samples=rules.sample.output.samples,
         samples_meta=rules.sample.output.samples_meta,
-        costs=[
+        costs=job_files(
             rules.prepare.output.prepare_cost,
             rules.train.output.train_cost,
             rules.evaluate.output.evaluate_cost,
             rules.sample.output.sample_cost,
-        ],
+        ),
         monitors=[
             rules.train.output.gpu,
             rules.evaluate.output.gpu,
             rules.sample.output.gpu,
         ],
-        benchmarks=[
+        benchmarks=job_files(
             rules.prepare.benchmark,
             rules.train.benchmark,
             rules.evaluate.benchmark,
             rules.sample.benchmark,
-        ],
+        ),
         deviations="project/deviations.yaml",
-        # The component table reads every project module's docstrings (parsed, not run).
-        modules=READS["modules"],
-        code="workflow/scripts/report_plots.py",
+        # The component table: each project module's summary and plan ids (reads.py).
+        components=READS["components"],
+        code=script_imports("make_report.py"),
     output:
         report=report(f"{RUN}/ml_res.md", category="Report", subcategory="{run}"),
         # loss.png, and gpu.png when a GPU job has samples to draw.
@@ -61,6 +61,7 @@ rule summary:
         metrics=every_run(rules.evaluate.output.metrics),
         train=every_run(rules.train.output.summary),
         monitor=every_run(rules.train.output.gpu[0]),
+        code=script_imports("summarize.py"),
     output:
         table=report("results/summary.md", category="Summary"),
         plot=report("results/summary.png", category="Summary"),

@@ -1,17 +1,10 @@
 rule train:
     input:
+        **stage_inputs("train"),
         config=stage_config("train"),
-        code=stage_code("train"),
-        train_ids=rules.prepare.output.train_ids,
-        val_ids=rules.prepare.output.val_ids,
-        vocab=rules.prepare.output.vocab,
-        manifest=rules.prepare.output.manifest,
+        code=READS["code"]["train"],
     output:
-        summary=f"{RUN}/train_summary.json",
-        train_log=f"{RUN}/train_log.jsonl",
-        best=f"{RUN}/checkpoints/best.pt",
-        last=f"{RUN}/checkpoints/last.pt",
-        train_cost=f"{RUN}/cost/train.json",
+        **stage_outputs("train", RUN),
         gpu=multiext(f"{RUN}/monitor/train", ".json", ".csv"),
     log:
         f"{RUN}/logs/train.log",

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from make_report import mib, number, read_json, read_jsonl, table, write_text
+from make_report import read_json, read_jsonl, write_text
+from report_sections import mib, number, table
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "project" / "run.py")]
@@ -134,13 +135,8 @@ def measure_variants(args: argparse.Namespace, work: Path, logs: Path) -> dict[s
 
 def stage_options(args: argparse.Namespace, folder: Path, on_cuda: bool) -> list[str]:
     # The CPU preset would take hours to reach the plan's target: one epoch there.
-    return [
-        "--device",
-        args.device,
-        "--out-dir",
-        str(folder),
-        *([] if on_cuda else ["--epochs", "1"]),
-    ]
+    epochs = [] if on_cuda else ["--epochs", "1"]
+    return ["--device", args.device, "--out-dir", str(folder), *epochs]
 
 
 def cold_compile(folder: Path) -> dict[str, str]:

@@ -3,29 +3,31 @@
 A Snakemake script (rule `report`): it reads exactly the files its rule gives it in
 `snakemake.input`: the project's JSON outputs, the stages' cost records, Snakemake's
 benchmark files, the GPU monitor's summaries and series, the resolved configuration,
-`project/deviations.yaml`, and the project's modules (parsed, never imported) for the
-component table; it writes `snakemake.output`.
+`project/deviations.yaml` and the project's component list (`components`: each module's
+path, first docstring line and plan ids); it writes `snakemake.output`. The sections
+themselves are built in report_sections.py.
 """
 
-import ast
 import csv
 import hashlib
 import json
-import math
 import os
-import re
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tabulate import tabulate
 
-from report_plots import MIB, plot_gpu, plot_losses
-
-PLAN_ID = re.compile(r"\b([DMTE][1-9])\b")
-
+from report_plots import plot_gpu, plot_losses
+from report_sections import (
+    baselines,
+    bullet_list,
+    components,
+    environment,
+    quick_validation,
+    stage_costs,
+    table,
+)
 
 # -- reading -------------------------------------------------------------------------
 
@@ -66,295 +68,6 @@ def recorded(path: str, summary: dict[str, Any]) -> str:
 def by_stage(paths: Iterable[str], suffix: str) -> dict[str, Path]:
     """The files of one kind, keyed by stage (`cost/train.json` → "train"), in order."""
     return {Path(path).stem: Path(path) for path in paths if path.endswith(suffix)}
-
-
-# -- formatting ----------------------------------------------------------------------
-
-
-def mib(value: float | None, missing: str) -> str:
-    return missing if value is None else f"{value / MIB:,.1f} MiB"
-
-
-def number(value: float | None, digits: int = 4, missing: str = "n/a") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return missing
-    return f"{value:,.{digits}f}"
-
-
-def table(rows: list[list[Any]], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-# -- sections ------------------------------------------------------------------------
-
-
-def components(summary: dict[str, Any], modules: list[str]) -> str:
-    """Each project module: its first docstring line, its plan ids, its parameters."""
-    counts = summary.get("parameters_by_module", {})
-    rows = []
-    for path in (Path(module) for module in modules if not module.endswith("__init__.py")):
-        relative = path.relative_to("project").as_posix()
-        doc, ids = describe_module(path)
-        params = counts.get(relative)
-        rows.append(
-            [
-                f"`{relative}`",
-                ", ".join(ids) or "—",
-                doc,
-                f"{params:,}" if params else "no parameters",
-            ]
-        )
-    total = summary.get("parameters")
-    note = f"\n\nTotal trainable parameters: {total:,}." if total else ""
-    return table(rows, ["Module", "Plan ids", "Description", "Parameters"]) + note
-
-
-def describe_module(path: Path) -> tuple[str, list[str]]:
-    """First line of the module docstring and the plan ids named in any docstring."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docs = [ast.get_docstring(tree) or ""]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            docs.append(ast.get_docstring(node) or "")
-    ids = sorted(set(PLAN_ID.findall(" ".join(docs))), key=lambda i: ("DMTE".index(i[0]), i))
-    first = docs[0].strip().splitlines()[0] if docs[0].strip() else path.stem
-    return first.replace("|", "\\|"), ids
-
-
-def quick_validation(
-    summary: dict[str, Any],
-    train_cost: dict[str, Any],
-    metrics: dict[str, Any],
-    monitors: dict[str, dict[str, Any]],
-    benchmarks: dict[str, dict[str, str]],
-) -> str:
-    unigram = metrics["baselines"]["unigram"]["bits_per_char"]
-    runtime = sum(float(b["s"]) for b in benchmarks.values() if b.get("s"))
-    per_stage = ", ".join(
-        f"{stage} {float(b['s']):.1f} s" for stage, b in benchmarks.items() if b.get("s")
-    )
-    rows = [
-        [
-            "Epochs",
-            f"{summary['epochs_run']} ({summary['steps']} steps, "
-            f"{summary['steps_per_epoch']} an epoch)",
-        ],
-        [
-            "Final training loss",
-            f"{summary['final_train_loss']:.4f} nats (mean of the last "
-            f"{summary['loss_window_steps']} steps; the first "
-            f"{summary['loss_window_steps']}: "
-            f"{summary['first_train_loss']:.4f})",
-        ],
-        [
-            "Validation metrics",
-            f"loss {metrics['val_loss_nats']:.4f} nats, "
-            f"{metrics['bits_per_char']:.4f} bits/char (unigram {unigram:.4f}),"
-            f" perplexity {metrics['perplexity']:.3f}, top-1 "
-            f"{metrics['top1_accuracy']:.3f}, top-5 "
-            f"{metrics['top5_accuracy']:.3f}",
-        ],
-        ["Runtime", f"{runtime:.1f} s ({per_stage})" if per_stage else "n/a (no benchmarks)"],
-        ["GPU memory peak", gpu_peak(summary, train_cost, monitors.get("train"))],
-    ]
-    return table(rows, ["Field", "Value"])
-
-
-def gpu_peak(
-    summary: dict[str, Any], train_cost: dict[str, Any], monitor: dict[str, Any] | None
-) -> str:
-    reserved = train_cost["torch_max_memory_reserved_bytes"]
-    if monitor and monitor.get("gpu_available"):
-        return (
-            f"{mib(monitor['peak_job_memory_bytes'], 'n/a')} by NVML during training "
-            f"({monitor['job_memory_source']}), {mib(reserved, 'n/a')} reserved by PyTorch"
-        )
-    reason = monitor.get("reason") if monitor else "no GPU monitor output"
-    return f"n/a: no GPU ({reason}); training ran on {summary['environment']['device']}"
-
-
-def bullet_list(items: list[str]) -> str:
-    return "\n".join(f"- {item}" for item in items) if items else "- None."
-
-
-def baselines(metrics: dict[str, Any]) -> str:
-    rows = [
-        [
-            "CharGPT (best checkpoint)",
-            number(metrics["val_loss_nats"]),
-            number(metrics["bits_per_char"]),
-            number(metrics["perplexity"], 3),
-            number(metrics["top1_accuracy"], 3),
-            number(metrics["top5_accuracy"], 3),
-        ]
-    ]
-    for name, label in (("unigram", "Unigram (train split, add-one)"), ("uniform", "Uniform")):
-        b = metrics["baselines"][name]
-        rows.append(
-            [
-                label,
-                number(b["loss_nats"]),
-                number(b["bits_per_char"]),
-                number(b["perplexity"], 3),
-                "not computed (E4 defines loss only)",
-                "not computed (E4 defines loss only)",
-            ]
-        )
-    headers = ["Model", "Loss (nats/char)", "Bits/char", "Perplexity", "Top-1", "Top-5"]
-    return (
-        table(rows, headers) + f"\n\nScored characters: {metrics['scored_chars']:,} "
-        f"(context {metrics['context']}, stride {metrics['stride']})."
-    )
-
-
-def stage_costs(
-    records: dict[str, dict[str, Any]],
-    costs: dict[str, dict[str, Any]],
-    monitors: dict[str, dict[str, Any]],
-    benchmarks: dict[str, dict[str, str]],
-) -> str:
-    rows = []
-    for stage, cost in costs.items():
-        bench = benchmarks.get(stage, {})
-        monitor = monitors.get(stage)
-        nvml, difference = nvml_cells(monitor, cost)
-        on_cuda = cost["torch_max_memory_reserved_bytes"] is not None
-        torch_missing = "n/a (CPU run)" if not on_cuda else "n/a"
-        rows.append(
-            [
-                stage,
-                f"{float(bench['s']):.1f}" if bench.get("s") else f"{cost['wall_time_s']:.1f}",
-                f"{float(bench['max_rss']):,.0f} MiB"
-                if bench.get("max_rss", "NA") != "NA"
-                else mib(cost["peak_host_rss_bytes"], "n/a"),
-                nvml,
-                mib(cost["torch_max_memory_reserved_bytes"], torch_missing),
-                mib(cost["torch_max_memory_allocated_bytes"], torch_missing),
-                difference,
-                throughput(stage, records[stage], cost["wall_time_s"]),
-            ]
-        )
-    headers = [
-        "Stage",
-        "Wall time (s)",
-        "Peak host memory",
-        "GPU peak (NVML, job)",
-        "PyTorch reserved",
-        "PyTorch allocated",
-        "NVML − reserved",
-        "Throughput",
-    ]
-    return table(rows, headers) + (
-        "\n\nWall time and host memory come from Snakemake's benchmark files (the whole job, "
-        "monitor included). NVML peaks are sampled every "
-        f"{sampling_interval(monitors)}, so they are lower bounds; NVML − reserved is the CUDA "
-        "context and any memory outside PyTorch's allocator."
-    )
-
-
-def nvml_cells(monitor: dict[str, Any] | None, cost: dict[str, Any]) -> tuple[str, str]:
-    if monitor is None:
-        return "not monitored (CPU-only stage)", "n/a (not monitored)"
-    if not monitor.get("gpu_available"):
-        missing = f"n/a (no GPU: {monitor.get('reason')})"
-        return missing, missing
-    peak = monitor["peak_job_memory_bytes"]
-    reserved = cost["torch_max_memory_reserved_bytes"]
-    difference = mib(peak - reserved, "n/a") if peak is not None and reserved else "n/a"
-    return mib(peak, "n/a"), difference
-
-
-def sampling_interval(monitors: dict[str, dict[str, Any]]) -> str:
-    achieved = [m.get("achieved_memory_interval_s") for m in monitors.values()]
-    achieved = [a for a in achieved if a]
-    if achieved:
-        return f"{max(achieved) * 1000:.0f} ms (achieved)"
-    requested = [m.get("memory_interval_s") for m in monitors.values() if m]
-    return f"{requested[0] * 1000:.0f} ms (requested)" if requested else "n/a"
-
-
-def throughput(stage: str, record: dict[str, Any], seconds: float) -> str:
-    if stage == "prepare":
-        return f"{record['n_chars'] / seconds:,.0f} chars/s prepared"
-    if stage == "train":
-        rate = record.get("chars_per_s")
-        return f"{rate:,.0f} chars/s trained" if rate else "n/a (too few steps)"
-    if stage == "evaluate":
-        return f"{record['scored_chars'] / seconds:,.0f} chars/s scored"
-    return f"{record['num_chars'] / seconds:,.1f} chars/s generated"
-
-
-def environment(
-    summary: dict[str, Any],
-    source: str,
-    monitors: dict[str, dict[str, Any]],
-    params: Any,
-) -> str:
-    env = summary["environment"]
-    device = next((m["device"] for m in monitors.values() if m.get("gpu_available")), None)
-    no_gpu = "n/a (no GPU)"
-    commit, dirty = git_state()
-    rows = [
-        ["Git commit", commit],
-        ["Uncommitted changes", dirty],
-        ["Python", env["python"]],
-        ["PyTorch", env["torch"]],
-        ["CUDA (PyTorch build)", env["torch_cuda"] or "none (CPU build)"],
-        ["GPU", (device or {}).get("name") or env.get("gpu_name") or "none"],
-        ["NVIDIA driver", (device or {}).get("driver_version") or no_gpu],
-        ["Snakemake", params.snakemake_version],
-        ["Container image", container_image(params)],
-        ["Project config", source],
-        ["Device", env["device"]],
-        ["Training step", training_step(summary)],
-        ["CPU threads", str(env["cpu_threads"])],
-    ]
-    return table(rows, ["Item", "Value"])
-
-
-def training_step(summary: dict[str, Any]) -> str:
-    """How the steps ran (T5): precision, compiled or eager, one CUDA graph a step or not,
-    and on how many processes (the world size).
-    """
-    compiled = summary["compile"]
-    parts = [
-        summary["precision"],
-        "eager"
-        if compiled is None
-        else f"torch.compile ({compiled['mode']} mode, compile scope {compiled['scope']})",
-    ]
-    if summary["cuda_graph"]:
-        parts.append("the whole step replayed from one CUDA graph (train.cuda_graph)")
-    world = summary["world_size"]
-    parts.append(f"{world} processes (torchrun, DDP)" if world > 1 else "1 process")
-    return ", ".join(parts)
-
-
-def container_image(params: Any) -> str:
-    """Which image the jobs ran in: Apptainer mode, our image under Compose, or none."""
-    inside = os.environ.get("CHARGPT_IMAGE_VERSION")  # set by docker/Dockerfile
-    if params.container_used:
-        return f"{params.container} (snakemake --use-singularity)"
-    if inside:
-        revision = os.environ.get("CHARGPT_IMAGE_REVISION", "unknown")
-        return f"chargpt-workflow {inside}, revision {revision} (Docker/Compose)"
-    return f"not used (native run; configured: {params.container})"
-
-
-def git_state() -> tuple[str, str]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git repository or git not installed)", "unknown"
-    return commit, "yes" if status.strip() else "no"
 
 
 # -- the report ----------------------------------------------------------------------
@@ -405,7 +118,7 @@ def build_report(inputs: Any, outputs: Any, params: Any) -> str:
             "",
             "## Components Implemented",
             "",
-            components(summary, list(inputs.modules)),
+            components(summary, read_json(inputs.components)["modules"]),
             "",
             "## Quick Validation Results",
             "",

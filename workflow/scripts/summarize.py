@@ -3,7 +3,9 @@
 A Snakemake script (rule `summary`, `script:` directive). Its input lists hold the
 `metrics.json`, `train_summary.json` and `monitor/train.json` of every (run, seed), its
 params the run name and seed of each, all in the same order. Each run's row gives the
-mean ± sample standard deviation over its seeds.
+mean ± sample standard deviation over its seeds: of every metrics.json figure marked
+`summary` (a column each, named and formatted as the figure says), then of the training
+figures.
 
 No `from __future__` import: Snakemake puts its preamble above the script's first line.
 """
@@ -18,14 +20,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display (clusters, containers, CI)
 import matplotlib.pyplot as plt
 
-from make_report import read_json, table, write_text
+from make_report import read_json, write_text
 from report_plots import MIB, save
+from report_sections import formatted, heading, table
 
-HEADERS = [
-    "Run",
-    "n",
-    "Seeds",
-    "Val bits/char",
+TRAINING_HEADERS = [
     "Final train loss (nats)",
     "Train wall time (s)",
     "Steps/s",
@@ -40,7 +39,7 @@ class SeedResult:
 
     run: str
     seed: str
-    bits_per_char: float
+    figures: dict[str, dict[str, Any]]  # metrics.json's summary figures, by name
     final_train_loss: float
     train_time_s: float
     steps_per_s: float
@@ -59,7 +58,7 @@ def seed_result(
     return SeedResult(
         run=run,
         seed=str(seed),
-        bits_per_char=metrics["bits_per_char"],
+        figures={f["name"]: f for f in metrics["figures"] if f["summary"]},
         final_train_loss=train["final_train_loss"],
         train_time_s=train["train_time_s"],
         steps_per_s=train["steps"] / train["train_time_s"],
@@ -90,12 +89,24 @@ def group_by_run(results: list[SeedResult]) -> dict[str, list[SeedResult]]:
 # -- the table -----------------------------------------------------------------------
 
 
-def mean_sd(values: list[float], digits: int) -> str:
-    """`mean ± sd` (sample standard deviation); the mean alone for a single value."""
-    mean = f"{statistics.mean(values):,.{digits}f}"
+def columns(results: list[SeedResult]) -> list[dict[str, Any]]:
+    """The summary figures of metrics.json, in its order (every seed has the same ones)."""
+    return list(results[0].figures.values())
+
+
+def seed_values(results: list[SeedResult], name: str) -> list[float]:
+    """A summary figure's value in each result."""
+    return [r.figures[name]["value"] for r in results]
+
+
+def mean_sd(values: list[float], spec: str) -> str:
+    """`mean ± sd` (sample standard deviation) in a format spec (",.4f"); the mean alone for
+    a single value.
+    """
+    mean = formatted(statistics.mean(values), spec)
     if len(values) == 1:
         return mean
-    return f"{mean} ± {statistics.stdev(values):,.{digits}f}"
+    return f"{mean} ± {formatted(statistics.stdev(values), spec)}"
 
 
 def gpu_cell(results: list[SeedResult]) -> str:
@@ -103,19 +114,19 @@ def gpu_cell(results: list[SeedResult]) -> str:
     if not peaks:
         return NO_GPU
     if len(peaks) < len(results):
-        return f"{mean_sd(peaks, 1)} ({len(peaks)} of {len(results)} seeds)"
-    return mean_sd(peaks, 1)
+        return f"{mean_sd(peaks, ',.1f')} ({len(peaks)} of {len(results)} seeds)"
+    return mean_sd(peaks, ",.1f")
 
 
-def summary_row(run: str, results: list[SeedResult]) -> list[str]:
+def summary_row(run: str, results: list[SeedResult], figures: list[dict[str, Any]]) -> list[str]:
     return [
         run,
         str(len(results)),
         ", ".join(r.seed for r in results),
-        mean_sd([r.bits_per_char for r in results], 4),
-        mean_sd([r.final_train_loss for r in results], 4),
-        mean_sd([r.train_time_s for r in results], 1),
-        mean_sd([r.steps_per_s for r in results], 2),
+        *(mean_sd(seed_values(results, f["name"]), f["format"]) for f in figures),
+        mean_sd([r.final_train_loss for r in results], ",.4f"),
+        mean_sd([r.train_time_s for r in results], ",.1f"),
+        mean_sd([r.steps_per_s for r in results], ",.2f"),
         gpu_cell(results),
     ]
 
@@ -123,33 +134,47 @@ def summary_row(run: str, results: list[SeedResult]) -> list[str]:
 def footnote(results: list[SeedResult]) -> str:
     note = (
         "Each cell is mean ± sd over the run's seeds (sd: sample standard deviation; the mean "
-        "alone for one seed). Val bits/char is measured on the validation split, final train "
-        "loss is the mean of the last training steps, steps/s is steps over train wall time; "
-        "peak GPU memory is the job's memory sampled by NVML during training, a lower bound."
+        "alone for one seed). Final train loss is the mean of the last training steps, "
+        "steps/s is steps over train wall time; peak GPU memory is the job's memory sampled "
+        "by NVML during training, a lower bound."
     )
     reasons = sorted({r.no_gpu_reason for r in results if r.no_gpu_reason is not None})
     return note + (f" No GPU figure: {'; '.join(reasons)}." if reasons else "")
 
 
 def summary_markdown(results: list[SeedResult]) -> str:
-    rows = [summary_row(run, group) for run, group in group_by_run(results).items()]
-    return f"# Summary across runs and seeds\n\n{table(rows, HEADERS)}\n\n{footnote(results)}\n"
+    figures = columns(results)
+    rows = [summary_row(run, group, figures) for run, group in group_by_run(results).items()]
+    headers = ["Run", "n", "Seeds", *(heading(f) for f in figures), *TRAINING_HEADERS]
+    return f"# Summary across runs and seeds\n\n{table(rows, headers)}\n\n{footnote(results)}\n"
 
 
 # -- the plot ------------------------------------------------------------------------
 
 
 def plot_summary(results: list[SeedResult], path: Path) -> None:
-    """Validation bits/char per run: mean ± sd as an error bar, each seed as a point."""
+    """Each summary figure per run, a panel each: mean ± sd as an error bar, each seed as a
+    point.
+    """
     groups = group_by_run(results)
-    figure, axes = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 2), 4.5))
+    figures = columns(results)
+    width = max(4.0, 1.2 * len(groups) + 2)
+    figure, panels = plt.subplots(
+        1, len(figures), squeeze=False, figsize=(width * len(figures), 4.5)
+    )
+    for axes, shown in zip(panels[0], figures, strict=True):
+        draw_panel(axes, groups, shown)
+    save(figure, path)
+
+
+def draw_panel(axes: Any, groups: dict[str, list[SeedResult]], shown: dict[str, Any]) -> None:
     for x, group in enumerate(groups.values()):
-        values = [r.bits_per_char for r in group]
-        sd = statistics.stdev(values) if len(values) > 1 else None  # no bar for one seed
+        points = seed_values(group, shown["name"])
+        sd = statistics.stdev(points) if len(points) > 1 else None  # no bar for one seed
         first = x == 0  # label once, so the legend has one entry of each
         axes.errorbar(
             x,
-            statistics.mean(values),
+            statistics.mean(points),
             yerr=sd,
             fmt="s",
             color="C0",
@@ -157,8 +182,8 @@ def plot_summary(results: list[SeedResult], path: Path) -> None:
             label="mean ± sd over seeds" if first else None,
         )
         axes.plot(
-            [x + 0.15] * len(values),
-            values,
+            [x + 0.15] * len(points),
+            points,
             "o",
             color="C3",
             mfc="none",
@@ -167,11 +192,10 @@ def plot_summary(results: list[SeedResult], path: Path) -> None:
     axes.set_xticks(range(len(groups)), list(groups))
     axes.set_xlim(-0.6, len(groups) - 0.4)
     axes.set_xlabel("run")
-    axes.set_ylabel("validation bits per character")
-    axes.set_title("Validation bits/char across seeds")
+    axes.set_ylabel(heading(shown))
+    axes.set_title(f"{shown['label']} across seeds")
     axes.grid(axis="y", alpha=0.3)
     axes.legend()
-    save(figure, path)
 
 
 # -- writing -------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+"""The stage declarations (utils/stage.py), the code fingerprints that decide reruns
+(utils/fingerprint.py) and what reads.py derives from both for the workflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import run
+from reads import PROJECT_DIR, project_modules, stage_module, stage_sources
+from utils.config import ConfigError, build, resolve
+from utils.fingerprint import closure, code_record, module_digest, record_of
+from utils.stage import DECLARED, PIPELINE, TOOLS, declared, write_stage_configs
+
+MODULES = (*PIPELINE, *TOOLS)
+SECTIONS = ("seed", "device", "data", "model", "train", "eval", "sample")
+
+
+def stage_names() -> dict[str, str]:
+    return {module: declared(stage_module(module))["name"] for module in PIPELINE}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_parsed_declaration_is_the_imported_one(module: str) -> None:
+    """The workflow parses what run.py imports: the same fields, written as literals."""
+    stage = importlib.import_module(module).STAGE
+    assert declared(stage_module(module)) == {key: getattr(stage, key) for key in DECLARED}
+    assert stage.run.__module__ == module
+
+
+def test_every_input_is_an_output_of_an_earlier_stage() -> None:
+    written: set[str] = set()
+    for stage in run.CHAIN:
+        assert set(stage.inputs) <= written, stage.name
+        assert not set(stage.outputs) & written, f"{stage.name} rewrites a file"
+        written |= set(stage.outputs)
+    assert set(run.FILES) == written | set(run.STAGES["bench"].outputs)
+
+
+def test_each_stage_sees_only_the_sections_it_reads() -> None:
+    resolved = resolve(None, [], cuda=False)
+    for stage in run.STAGES.values():
+        config = build(resolved.view(stage.sections), stage.sections)
+        unread = [name for name in SECTIONS if name not in stage.sections]
+        assert all(getattr(config, name) is None for name in unread), stage.name
+    with pytest.raises(ConfigError, match="not read here"):
+        build(resolved.view(run.STAGES["train"].sections), run.STAGES["sample"].sections)
+
+
+def test_a_stage_offers_its_own_files_and_options_only(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["bench", "--help"])
+    text = capsys.readouterr().out
+    assert "--variant" in text and "--manifest" in text
+    assert "--best" not in text and "--metrics" not in text and "--resume" not in text
+    with pytest.raises(SystemExit) as refused:
+        run.parse_args(["sample", "--metrics", "m.json"])
+    assert refused.value.code == 2
+
+
+def test_stage_config_files_change_only_when_their_content_does(tmp_path: Path) -> None:
+    sections = {stage.name: stage.sections for stage in run.CHAIN}
+    paths = write_stage_configs(tmp_path, resolve(None, [], cuda=False), sections)
+    assert set(paths) == {*sections, "resolved"}
+    before = {name: path.stat().st_mtime_ns for name, path in paths.items()}
+    time.sleep(0.01)
+    changed_run = resolve(None, [{"sample": {"temperature": 1.0}}], cuda=False)
+    write_stage_configs(tmp_path, changed_run, sections)
+    changed = {name for name, path in paths.items() if path.stat().st_mtime_ns != before[name]}
+    assert changed == {"sample", "resolved"}
+    assert json.loads(paths["sample"].read_text())["sample"]["temperature"] == 1.0
+
+
+def test_code_inputs_follow_every_import_of_the_stage_module() -> None:
+    code = {
+        name: {p.relative_to(PROJECT_DIR).as_posix() for p in stage_sources(module)}
+        for module, name in stage_names().items()
+    }
+    assert all("run.py" in files for files in code.values())
+    # Training validates through the loss-only path: evaluation's own code is not its input.
+    assert "testing/validation.py" in code["train"]
+    assert not {"testing/metrics.py", "testing/evaluator.py"} & code["train"]
+    assert {"testing/sampler.py", "model/gpt.py"} <= code["sample"]
+    assert "testing/evaluator.py" not in code["sample"]
+    assert not any(path.startswith(("model/", "training/")) for path in code["prepare"])
+    # Transitive: evaluate imports evaluator, which imports metrics and the data loader.
+    assert {"testing/metrics.py", "data/loader.py"} <= code["evaluate"]
+    assert "training/trainer.py" not in code["evaluate"]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_every_import_form_counts(tmp_path: Path) -> None:
+    """`import a.b`, `from a import b`, `from . import b`, `from .b import x`, and imports
+    inside functions each bring their module (and its package) into the closure.
+    """
+    root = tmp_path / "project"
+    for name in ("__init__", "b", "c", "d", "e", "f"):
+        write(root / "pkg" / f"{name}.py", "X = 1\n")
+    write(root / "other" / "__init__.py", "")
+    write(root / "other" / "g.py", "Y = 2\n")
+    start = write(
+        root / "pkg" / "a.py",
+        "import pkg.b\nfrom pkg import c\nfrom . import d\nfrom .e import X\n"
+        "import os\n\n\ndef late():\n    from pkg.f import X\n    import other.g\n",
+    )
+    found = {path.relative_to(root).as_posix() for path in closure(start, root)}
+    expected = {f"pkg/{n}.py" for n in ("__init__", "a", "b", "c", "d", "e", "f")}
+    assert found == expected | {"other/__init__.py", "other/g.py"}
+
+
+BEFORE = 'def helper(a=1):\n    """Add one."""\n    return a + 1\n'
+SAME = [
+    BEFORE + "# a comment\n",
+    BEFORE.replace('"""Add one."""', '"""Add one, a docstring\n    of two lines."""'),
+    "def helper(a = 1):  # formatted otherwise\n    '''Add one.'''\n\n    return (a +\n"
+    "            1)\n",
+]
+CHANGED = [
+    BEFORE.replace("a + 1", "a + 2"),  # a constant
+    BEFORE.replace("a=1", "a=2"),  # a default argument
+    "import functools\n\n\n@functools.cache\n" + BEFORE,  # a decorator (and an import)
+    BEFORE + '__all__ = ["helper"]\n',  # __all__
+]
+
+
+@pytest.mark.parametrize("text", SAME)
+def test_comments_docstrings_and_formatting_leave_the_digest(tmp_path: Path, text: str) -> None:
+    before = module_digest(write(tmp_path / "before.py", BEFORE))
+    assert module_digest(write(tmp_path / "after.py", text)) == before
+
+
+@pytest.mark.parametrize("text", CHANGED)
+def test_a_behaviour_change_changes_the_digest(tmp_path: Path, text: str) -> None:
+    before = module_digest(write(tmp_path / "before.py", BEFORE))
+    assert module_digest(write(tmp_path / "after.py", text)) != before
+
+
+def changed_constant(source: str) -> str | None:
+    """`source` with its first numeric literal changed (None: it has none)."""
+    numbers = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float)
+    ]
+    if not numbers:
+        return None
+    node = min(numbers, key=lambda n: (n.lineno, n.col_offset))
+    lines = source.splitlines(keepends=True)
+    line = lines[node.lineno - 1]
+    start, end = node.col_offset, node.end_col_offset
+    lines[node.lineno - 1] = f"{line[:start]}({line[start:end]} + 1){line[end:]}"
+    return "".join(lines)
+
+
+def test_no_behaviour_change_in_any_project_module_is_missed(tmp_path: Path) -> None:
+    """In a copy of the project, each module in turn gets a changed constant, a new
+    default argument, a decorator and an `__all__`: the fingerprint of every stage that
+    reaches the module changes, and that of every other stage stays.
+    """
+    copy = tmp_path / "project"
+    shutil.copytree(PROJECT_DIR, copy, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    stages = {
+        name: {copy / p.relative_to(PROJECT_DIR) for p in stage_sources(module)}
+        for module, name in stage_names().items()
+    }
+    digests = {path: module_digest(path) for files in stages.values() for path in files}
+
+    def fingerprint_of(name: str, changed: dict[Path, str]) -> object:
+        files = stages[name]
+        record = {p.relative_to(copy).as_posix(): changed.get(p, digests[p]) for p in files}
+        return record_of(record)["fingerprint"]
+
+    fingerprint = {name: fingerprint_of(name, {}) for name in stages}
+    assert fingerprint == {n: code_record(f, copy)["fingerprint"] for n, f in stages.items()}
+    edits = [
+        changed_constant,
+        lambda source: source + "\n\ndef probe(a=2):\n    return a\n",
+        lambda source: source + "\n\n@staticmethod\ndef probe():\n    return 0\n",
+        lambda source: source + '\n__all__ = ["probe"]\n',
+    ]
+    for module in project_modules():
+        path = copy / module.relative_to(PROJECT_DIR)
+        original = path.read_text(encoding="utf-8")
+        for edit in edits:
+            edited = edit(original)
+            if edited is None:
+                continue
+            path.write_text(edited, encoding="utf-8")
+            changed = {path: module_digest(path)}
+            for name, files in stages.items():
+                now = fingerprint_of(name, changed)
+                assert (now != fingerprint[name]) == (path in files), (module.name, name)
+        path.write_text(original, encoding="utf-8")

@@ -1,0 +1,335 @@
+"""The configuration's sections: every key, its type, its check, and as its default the
+research plan's value (../shared/plan.md). These defaults are the one source of truth for
+every hyperparameter: a config file (the CPU preset, a user's own), `--set key=value` and a
+stage's config only override keys that exist here (utils/config.py loads and resolves them).
+
+`build` turns a mapping into a checked Config. A key the mapping lacks, as in a config or
+checkpoint written before the key existed, takes its default, and a warning says so. Needs
+only the standard library: the workflow builds configs before any job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import re
+import types
+import typing
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from utils.errors import ProjectError
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")  # `device`: auto picks CUDA where PyTorch sees it
+# torch.compile's modes (train.compile_mode), each with whether it replays the model from
+# CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
+COMPILE_MODES: dict[str, bool] = {
+    "default": False,
+    "reduce-overhead": True,
+    "max-autotune": True,
+    "max-autotune-no-cudagraphs": False,
+}
+# What torch.compile compiles (train.compile_scope): the whole forward, or each transformer
+# block on its own ("regional compilation": the L blocks share one compilation, meant for a
+# faster cold start, but nothing is fused across blocks).
+COMPILE_SCOPES = ("model", "block")
+
+
+class ConfigError(ProjectError, ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """D1-D2: where the text comes from and how it is split."""
+
+    dataset: str = "tinyshakespeare"
+    filename: str = "input.txt"
+    url: str | None = (
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    )
+    # null: any UTF-8 text, its digest recorded in the manifest
+    sha256: str | None = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    local_file: str | None = None  # an explicit copy of the text (preferred source)
+    # offline mirror, laid out <mirror>/<dataset>/<filename>; env CHARGPT_DATA_MIRROR overrides
+    mirror_dir: str | None = "../shared/data"
+    cache_dir: str = "data_cache"  # where downloads are kept; env CHARGPT_DATA_CACHE overrides
+    train_fraction: float = 0.9
+    download_retries: int = 4
+    download_timeout_s: float = 30.0
+
+    def check(self) -> None:
+        _require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is not None,
+            "data.sha256",
+            "must be a 64-character hex SHA-256, or null to accept any text",
+        )
+        _require(0.0 < self.train_fraction < 1.0, "data.train_fraction", "must be in (0, 1)")
+        _require(self.download_retries >= 0, "data.download_retries", "must be >= 0")
+        _require(self.download_timeout_s > 0, "data.download_timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """M1-M8: the transformer's sizes."""
+
+    n_layer: int = 6
+    n_head: int = 6
+    d_model: int = 384
+    block_size: int = 256  # context T
+    dropout: float = 0.2
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def check(self) -> None:
+        for key in ("n_layer", "n_head", "d_model", "block_size"):
+            _require(getattr(self, key) > 0, f"model.{key}", "must be > 0")
+        _require(
+            self.d_model % self.n_head == 0, "model.d_model", "must be divisible by model.n_head"
+        )
+        _require(
+            (self.d_model // self.n_head) % 2 == 0,
+            "model.d_model",
+            "d_model / n_head must be even (RoPE rotates pairs of dimensions)",
+        )
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _require(self.rope_base > 1.0, "model.rope_base", "must be > 1")
+        _require(self.norm_eps > 0, "model.norm_eps", "must be > 0")
+        _require(self.init_std > 0, "model.init_std", "must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """T1-T7: optimisation, precision and speed, checkpoints."""
+
+    epochs: int = 30  # the full run; early stopping (patience) ends it sooner
+    patience: int | None = 5  # evaluations without improvement before stopping; null = never
+    batch_size: int = 64  # B
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_max_steps: int = 100  # warm-up = min(warmup_max_steps, warmup_fraction * steps)
+    warmup_fraction: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.99
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = True  # torch.compile on CUDA (ignored on the CPU)
+    compile_mode: str = "default"  # one of COMPILE_MODES
+    compile_scope: str = "model"  # model: one graph | block: each block alone, L share one
+    cuda_graph: bool = True  # one CUDA graph replays the whole step (the CPU runs it uncaptured)
+    target_val_loss: float | None = None  # stop once validation reaches it; null = never
+    devices: int = 1  # > 1: torchrun + DistributedDataParallel, B split over the devices
+    eval_every_steps: int = 0  # extra validations every k steps; 0 = after each epoch only
+    checkpoint_every_steps: int = 0  # extra last.pt saves every k steps; 0 = each epoch only
+    sync_every_steps: int = 10  # read the loss back to the host every k steps
+
+    def check(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _require(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _require(0 < self.lr <= 1e6, "train.lr", "must be in (0, 1e6]")
+        _require(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, train.lr]")
+        _require(self.warmup_max_steps >= 0, "train.warmup_max_steps", "must be >= 0")
+        _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
+        _require(0.0 <= self.beta1 < 1.0, "train.beta1", "must be in [0, 1)")
+        _require(0.0 <= self.beta2 < 1.0, "train.beta2", "must be in [0, 1)")
+        _require(self.adam_eps > 0, "train.adam_eps", "must be > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        _require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
+        _require_choice(self.compile_mode, "train.compile_mode", tuple(COMPILE_MODES))
+        _require_choice(self.compile_scope, "train.compile_scope", COMPILE_SCOPES)
+        _require(
+            not (self.cuda_graph and self.compile and COMPILE_MODES[self.compile_mode]),
+            "train.compile_mode",
+            f"{self.compile_mode} captures the model in CUDA graphs of its own, which cannot "
+            "nest in train.cuda_graph's capture of the whole step: set train.cuda_graph=false "
+            f"or a mode without them ({', '.join(m for m, g in COMPILE_MODES.items() if not g)})",
+        )
+        _require(self.devices >= 1, "train.devices", "must be >= 1")
+        _require(
+            self.batch_size % self.devices == 0,
+            "train.batch_size",
+            f"must split evenly over train.devices={self.devices} (each takes its share of "
+            "every batch)",
+        )
+        _require(
+            self.target_val_loss is None or self.target_val_loss > 0,
+            "train.target_val_loss",
+            "must be > 0 or null",
+        )
+        for key in ("eval_every_steps", "checkpoint_every_steps"):
+            _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0 (0 = off)")
+        _require(self.sync_every_steps >= 1, "train.sync_every_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """D5, E1-E4: how the validation split is scored."""
+
+    stride: int | None = None  # S; null = T/2
+    batch_size: int = 1024  # windows a batch: the whole split (T=256, S=128) in one on a GPU
+
+    def check(self) -> None:
+        _require(self.stride is None or self.stride >= 1, "eval.stride", "must be >= 1 or null")
+        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """E5: the samples."""
+
+    prompt: str = "ROMEO:"
+    num_chars: int = 500
+    temperature: float = 0.8
+    top_k: int | None = 40
+    seed: int = 1337
+
+    def check(self) -> None:
+        _require(len(self.prompt) > 0, "sample.prompt", "must not be empty")
+        _require(self.num_chars >= 1, "sample.num_chars", "must be >= 1")
+        _require(self.temperature > 0, "sample.temperature", "must be > 0")
+        _require(self.top_k is None or self.top_k >= 1, "sample.top_k", "must be >= 1 or null")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A run's configuration (by default the plan), or one stage's view of it: the sections
+    that the stage does not read are None there.
+    """
+
+    seed: int | None = 1337  # T8: one seed for Python, NumPy and PyTorch
+    device: str | None = "auto"  # one of DEVICES
+    data: DataConfig | None = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig | None = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig | None = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig | None = dataclasses.field(default_factory=EvalConfig)
+    sample: SampleConfig | None = dataclasses.field(default_factory=SampleConfig)
+
+    def check(self) -> None:
+        if self.device is not None:
+            _require_choice(self.device, "device", DEVICES)
+        for section in (self.data, self.model, self.train, self.eval, self.sample):
+            if section is not None:
+                section.check()
+        if self.model is not None and self.eval is not None:
+            stride = self.eval.stride
+            _require(
+                stride is None or stride <= self.model.block_size,
+                "eval.stride",
+                f"must be <= model.block_size ({self.model.block_size}); got {stride}",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def _require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def reject_unknown(raw: dict[str, Any], known: Collection[str], prefix: str = "") -> None:
+    """A key of `raw` that is not in `known` is an error that names it and the known keys."""
+    for key in raw:
+        if key not in known:
+            names = ", ".join(f"{prefix}{name}" for name in known)
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known keys here: {names})")
+
+
+def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:
+    """Turn a mapping into a checked Config; types follow the dataclass hints.
+
+    `sections` None: every section. Otherwise exactly those (a stage's view). A key the
+    mapping lacks takes its default, with a warning; an unknown key is an error.
+    """
+    wanted = sections or tuple(field.name for field in dataclasses.fields(Config))
+    unexpected = sorted(set(raw) - set(wanted))
+    if sections is not None and unexpected:
+        raise ConfigError(f"config keys {unexpected} are not read here (only {list(wanted)})")
+    config = _to_dataclass(Config, raw, "", wanted)
+    config.check()
+    return config
+
+
+def _to_dataclass(
+    cls: type, raw: dict[str, Any], prefix: str, wanted: tuple[str, ...] | None = None
+) -> Any:
+    fields = dataclasses.fields(cls)
+    reject_unknown(raw, [field.name for field in fields], prefix)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in fields:
+        dotted = f"{prefix}{field.name}"
+        if wanted is not None and field.name not in wanted:
+            values[field.name] = None  # a section this stage does not read
+            continue
+        if field.name in raw:
+            value = raw[field.name]
+        else:
+            value = _default(field)
+            logger.warning(
+                "config key '%s' is missing (written before it existed?): using its default %r",
+                dotted,
+                value,
+            )
+        hint = _present(hints[field.name]) if cls is Config else hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
+            values[field.name] = _to_dataclass(hint, value, prefix=f"{dotted}.")
+        else:
+            values[field.name] = _coerce(value, hint, dotted)
+    return cls(**values)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A field's default (the plan's value) as raw config: a section as its mapping."""
+    if field.default_factory is not dataclasses.MISSING:
+        return dataclasses.asdict(field.default_factory())
+    return field.default
+
+
+def _present(hint: Any) -> Any:
+    """A Config field's type when the section is there: `ModelConfig | None` → ModelConfig
+    (None only means that a stage does not read it).
+    """
+    (present,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return present
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a simple type hint (int, float, str, bool, or X | None)."""
+    if isinstance(hint, types.UnionType):
+        if value is None:
+            return None
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string, and Snakemake's --config may hand
+        # numbers over as strings; read a string that is exactly such a number as one.
+        with contextlib.suppress(ValueError):
+            value = hint(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"config key '{key}' must be of type {hint.__name__}, got {value!r} "
+        f"({type(value).__name__})"
+    )
