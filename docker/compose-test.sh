@@ -176,9 +176,10 @@ train_seconds=$(( $(now) - start ))
 
 # ------------------------------------------------------------------ checks
 run_dir=$CHECKOUT/results/quick/seed1337
-for f in data/train.bin data/manifest.json train_summary.json checkpoints/best.pt \
-  checkpoints/last.pt logs/train.log; do
-  [ -s "$run_dir/$f" ] || die "no $run_dir/$f"
+data_dir=$(echo "$CHECKOUT"/results/data/*)  # the one data configuration of the run
+for f in "$data_dir"/data/train.bin "$data_dir"/data/manifest.json "$run_dir"/train_summary.json \
+  "$run_dir"/checkpoints/best.pt "$run_dir"/checkpoints/last.pt "$run_dir"/logs/train.log; do
+  [ -s "$f" ] || die "no $f"
 done
 ! grep -q "rule prepare:" "$WORK_DIR/train.log" || die "train redid prepare"
 grep -q "parameters on cpu" "$run_dir/logs/train.log" || die "training did not run on the CPU"

@@ -20,22 +20,19 @@ from pathlib import Path
 import torch
 
 from testing.stage_evaluate import print_quick_validation
-from utils.config import (
-    CPU_PRESET,
-    PLAN_CONFIG,
-    Config,
-    ConfigError,
-    Resolved,
-    add_arguments,
-    build,
-)
-from utils.config import resolve_arguments as resolve_options
+from utils.config import add_arguments, build
 from utils.distributed import launched_ranks
 from utils.errors import ProjectError
-from utils.io import read_json
-from utils.stage import PIPELINE, TOOLS, Files, Stage, option, write_stage_configs
-
-logger = logging.getLogger("run")
+from utils.stage import (
+    PIPELINE,
+    TOOLS,
+    Files,
+    Stage,
+    option,
+    resolve,
+    stage_config,
+    write_stage_configs,
+)
 
 CHAIN: tuple[Stage, ...] = tuple(importlib.import_module(name).STAGE for name in PIPELINE)
 STAGES = {s.name: s for s in (*CHAIN, *(importlib.import_module(m).STAGE for m in TOOLS))}
@@ -44,12 +41,6 @@ FILES = {name: path for stage in STAGES.values() for name, path in stage.outputs
 SECTIONS = {stage.name: stage.sections for stage in CHAIN}
 DATA = STAGES["train"].inputs  # the prepared data that training reads
 CONFIG_DIR = "config"  # `all`: the resolved stage configs, as the workflow writes them
-
-
-class UsageError(ProjectError, ValueError):
-    """Options that do not fit together (e.g. --stage-config and --set)."""
-
-    exit_code = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,38 +93,6 @@ def default_of(name: str) -> str:
     return f"default: <out-dir>/{FILES[name]}"
 
 
-def resolve(args: argparse.Namespace) -> Resolved:
-    """The run's configuration from the options; says so when the CPU preset stands in."""
-    resolved = resolve_options(args)
-    if resolved.source == "cpu-preset":
-        logger.warning(
-            "on the CPU: using the CPU preset %s instead of the plan's full "
-            "configuration (pass --config %s to insist on the plan's sizes)",
-            CPU_PRESET,
-            PLAN_CONFIG,
-        )
-    return resolved
-
-
-def stage_config(args: argparse.Namespace, stage: Stage) -> Config:
-    """The sections the stage reads: from --stage-config, or resolved from the options."""
-    if args.stage_config is None:
-        return build(resolve(args).view(stage.sections), stage.sections)
-    chosen = [
-        name
-        for name in ("config", "epochs", "seed", "device", "data_source")
-        if getattr(args, name) is not None
-    ] + (["set"] if args.assignments else [])
-    if chosen:
-        raise UsageError(f"--stage-config replaces --{', --'.join(chosen)}; pass one or the other")
-    if not args.stage_config.is_file():
-        raise UsageError(f"--stage-config {args.stage_config}: no such file")
-    try:
-        return build(read_json(args.stage_config), stage.sections)
-    except ConfigError as error:
-        raise ConfigError(f"{args.stage_config}: {error}") from None
-
-
 def stage_files(args: argparse.Namespace) -> Files:
     """Every file: the one its option names, else its place under --out-dir."""
     return {name: getattr(args, name, None) or args.out_dir / FILES[name] for name in FILES}
@@ -164,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "all":
             return run_all(args)
         stage = STAGES[args.stage]
-        stage.run(stage_config(args, stage), stage_files(args), args)
+        stage.run(stage_config(args, stage.sections), stage_files(args), args)
     except ProjectError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -43,6 +43,8 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
 
 STAGE = Stage(
     name="prepare",
+    run=run,
+    options=add_options,
     help="fetch, verify, split and encode the text (D1-D3)",
     sections=("data",),
     inputs=(),
@@ -53,6 +55,4 @@ STAGE = Stage(
         "manifest": "data/manifest.json",
         "prepare_cost": "cost/prepare.json",
     },
-    run=run,
-    options=add_options,
 )

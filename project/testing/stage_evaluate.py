@@ -88,6 +88,7 @@ def print_quick_validation(files: Files) -> bool:
 
 STAGE = Stage(
     name="evaluate",
+    run=run,
     help="score the best checkpoint against the baselines; the quick-validation checks (E1-E4)",
     sections=("device", "eval"),
     inputs=(
@@ -105,5 +106,4 @@ STAGE = Stage(
         "checks": "quick_validation.json",
         "evaluate_cost": "cost/evaluate.json",
     },
-    run=run,
 )

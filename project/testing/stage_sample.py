@@ -40,6 +40,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> str:
 
 STAGE = Stage(
     name="sample",
+    run=run,
     help="sample text from the best checkpoint (E5)",
     sections=("device", "sample"),
     inputs=("vocab", "manifest", "best", "summary"),
@@ -48,5 +49,4 @@ STAGE = Stage(
         "samples_meta": "samples.json",
         "sample_cost": "cost/sample.json",
     },
-    run=run,
 )

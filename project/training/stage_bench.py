@@ -38,10 +38,10 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> None:
 
 STAGE = Stage(
     name="bench",
+    run=run,
+    options=add_options,
     help="training speed: step time, characters a second, MFU, a profile of each variant",
     sections=("seed", "device", "data", "model", "train", "eval"),
     inputs=("train_ids", "val_ids", "vocab", "manifest"),
     outputs={"bench": "bench.json"},
-    run=run,
-    options=add_options,
 )

@@ -165,7 +165,10 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 STAGE = Stage(
     name="train",
+    run=run,
+    options=add_options,
     help="train, validate every epoch, keep best.pt and last.pt (T1-T8)",
+    # `eval`: the validation inside training picks best.pt.
     sections=("seed", "device", "model", "train", "eval"),
     inputs=("train_ids", "val_ids", "vocab", "manifest"),
     outputs={
@@ -175,6 +178,4 @@ STAGE = Stage(
         "last": "checkpoints/last.pt",
         "train_cost": "cost/train.json",
     },
-    run=run,
-    options=add_options,
 )

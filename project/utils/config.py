@@ -5,8 +5,8 @@ only override keys that the plan has; unknown keys, wrong types and out-of-range
 rejected before any work starts, with a message that names the key.
 
 `resolve` decides a run's configuration once (plan, preset or the user's file, overrides,
-and what `auto` means here); each stage then reads only its own sections
-(`STAGE_SECTIONS`), so a change reruns exactly the stages that read it. This module needs
+and what `auto` means here); each stage then reads only the sections its declaration
+names (utils/stage.py), so a change reruns exactly the stages that read it. This module needs
 only PyYAML: the workflow calls it before any job, where importing torch would cost seconds.
 """
 
@@ -38,15 +38,6 @@ CONFIG_DIR = PROJECT_DIR / "configs"
 PLAN_CONFIG = CONFIG_DIR / "plan.yaml"
 CPU_PRESET = CONFIG_DIR / "cpu.yaml"
 
-# The config sections each stage reads, and so the sections whose change reruns it. The
-# validation inside training (`eval`) picks best.pt, so it is part of training's config.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("data",),
-    "train": ("seed", "device", "model", "train", "eval"),
-    "evaluate": ("device", "eval"),
-    "sample": ("device", "sample"),
-}
-STAGES = tuple(STAGE_SECTIONS)
 # What a run may change without being a deviation from the plan's design.
 RUN_CHOICES = ("seed", "device", "train.epochs")
 

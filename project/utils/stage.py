@@ -12,14 +12,26 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils.config import Resolved
+from utils.config import (
+    CPU_PRESET,
+    PLAN_CONFIG,
+    Config,
+    ConfigError,
+    Resolved,
+    build,
+    resolve_arguments,
+)
+from utils.errors import ProjectError
 from utils.inputs import require, verify
 from utils.io import read_json, write_text_if_changed
+
+logger = logging.getLogger(__name__)
 
 Files = dict[str, Path]
 # The modules of the stages that `run.py all` and the workflow chain, in their order; then
@@ -80,6 +92,44 @@ def declared(path: Path) -> dict[str, Any]:
             fields = {kw.arg: kw.value for kw in node.value.keywords if kw.arg in DECLARED}
             return {key: ast.literal_eval(fields[key]) for key in DECLARED}
     raise ValueError(f"{path}: no `STAGE = Stage(...)` declaration")
+
+
+class UsageError(ProjectError, ValueError):
+    """Options that do not fit together (e.g. --stage-config and --set)."""
+
+    exit_code = 2
+
+
+def resolve(args: argparse.Namespace) -> Resolved:
+    """The run's configuration from the options; says so when the CPU preset stands in."""
+    resolved = resolve_arguments(args)
+    if resolved.source == "cpu-preset":
+        logger.warning(
+            "on the CPU: using the CPU preset %s instead of the plan's full "
+            "configuration (pass --config %s to insist on the plan's sizes)",
+            CPU_PRESET,
+            PLAN_CONFIG,
+        )
+    return resolved
+
+
+def stage_config(args: argparse.Namespace, sections: tuple[str, ...]) -> Config:
+    """The sections a stage reads: from --stage-config, or resolved from the options."""
+    if args.stage_config is None:
+        return build(resolve(args).view(sections), sections)
+    chosen = [
+        name
+        for name in ("config", "epochs", "seed", "device", "data_source")
+        if getattr(args, name) is not None
+    ] + (["set"] if args.assignments else [])
+    if chosen:
+        raise UsageError(f"--stage-config replaces --{', --'.join(chosen)}; pass one or the other")
+    if not args.stage_config.is_file():
+        raise UsageError(f"--stage-config {args.stage_config}: no such file")
+    try:
+        return build(read_json(args.stage_config), sections)
+    except ConfigError as error:
+        raise ConfigError(f"{args.stage_config}: {error}") from None
 
 
 def check_recorded(files: Files, summary: str, names: tuple[str, ...], producer: str) -> None:
