@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data.download import locate_source, source_record
+from data.download import SourceFile, locate_source, source_record
 from utils.config import ConfigError, Resolved, build, data_source_override, nested
 from utils.config import resolve as resolve_config
 from utils.errors import ProjectError
@@ -114,21 +114,15 @@ def data_folders(results: Path, runs: dict[str, Resolved], sections: tuple[str, 
     return folders
 
 
-def main() -> int:
-    spec = json.load(sys.stdin)
-    results = Path(spec["results"])
-    stages = {module: declared(stage_module(module)) for module in PIPELINE}
+def write_records(
+    results: Path,
+    stages: dict[str, dict[str, Any]],
+    runs: dict[str, Resolved],
+    folders: dict[str, tuple[Path, dict[str, Any]]],
+    sources: dict[Path, tuple[dict[str, Any], SourceFile]],
+) -> dict[str, Any]:
+    """Write every record (each only where its content changed) and say where they are."""
     prepare, *later = stages.values()
-    try:
-        runs = {run["dir"]: resolve_run(run) for run in spec["runs"]}
-        folders = data_folders(results, runs, prepare["sections"])
-        sources = {
-            folder: (view, locate_source(build(view, prepare["sections"]).data, download=False))
-            for folder, view in folders.values()
-        }
-    except ProjectError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     data = {}
     for folder, (view, source) in sources.items():
         data[folder.as_posix()] = {
@@ -149,15 +143,41 @@ def main() -> int:
         )
         for module, stage in stages.items()
     }
-    declarations = {s["name"]: {key: s[key] for key in DECLARED[1:]} for s in stages.values()}
-    result = {
-        "stages": declarations,
+    return {
         "code": code,
         "components": write_json(results / "code" / "components.json", components()),
         "runs": configs,
         "data": data,
     }
-    json.dump(result, sys.stdout)
+
+
+def main() -> int:
+    spec = json.load(sys.stdin)
+    results = Path(spec["results"])
+    stages = {module: declared(stage_module(module)) for module in PIPELINE}
+    prepare = next(iter(stages.values()))
+    try:
+        runs = {run["dir"]: resolve_run(run) for run in spec["runs"]}
+        folders = data_folders(results, runs, prepare["sections"])
+        sources = {
+            folder: (view, locate_source(build(view, prepare["sections"]).data, download=False))
+            for folder, view in folders.values()
+        }
+    except ProjectError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        written = write_records(results, stages, runs, folders, sources)
+    except OSError as error:
+        print(
+            f"error: cannot write {error.filename} ({error.strerror}): the results folder "
+            "must be writable by you; fix its owner or permissions, or run from a checkout "
+            "you can write",
+            file=sys.stderr,
+        )
+        return 2
+    declarations = {s["name"]: {key: s[key] for key in DECLARED[1:]} for s in stages.values()}
+    json.dump({"stages": declarations, **written}, sys.stdout)
     return 0
 
 

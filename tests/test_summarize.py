@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import summarize
+from make_report import read_json
 
 MIB = 1024**2
 NO_NVML = "NVML Shared Library Not Found"
@@ -132,3 +133,18 @@ def test_lists_of_different_lengths_are_an_error(tmp_path: Path) -> None:
     inputs = SimpleNamespace(**{key: [path] for key, path in files.items()})
     with pytest.raises(ValueError):
         summarize.load_results(inputs, SimpleNamespace(runs=["base", "base"], seeds=[1, 2]))
+
+
+@pytest.mark.parametrize("damage", ["not json", "folder"])
+def test_a_damaged_record_stops_the_scripts_with_one_line(tmp_path: Path, damage: str) -> None:
+    """metrics.json edited into garbage, or replaced by a folder: one line, no traceback."""
+    path = tmp_path / "metrics.json"
+    if damage == "folder":
+        path.mkdir()
+    else:
+        path.write_text("{ not json", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        read_json(path)
+    message = str(stopped.value.code)
+    assert message.startswith(f"error: {path} cannot be read")
+    assert "run snakemake again" in message and "\n" not in message

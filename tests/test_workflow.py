@@ -265,6 +265,38 @@ def test_source_edit_reruns_exactly_its_rules(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("removed", "producer"),
+    [
+        ("results/base/seed1/metrics.json", "evaluate"),
+        ("results/base/seed1/samples.txt", "sample"),
+        ("results/base/seed1/checkpoints/last.pt", "train"),
+        ("results/base/seed1/monitor/evaluate.csv", "evaluate"),
+        ("data/manifest.json", "prepare"),  # in the run's data folder
+    ],
+)
+def test_a_missing_result_is_rebuilt(edited_copy: Path, removed: str, producer: str) -> None:
+    """Every result is a target of the default run: a plain `snakemake` remakes it."""
+    folder = data_folder(edited_copy) if removed.startswith("data/") else edited_copy
+    (folder / removed).unlink()
+    assert producer in planned_rules(edited_copy)
+
+
+@pytest.mark.slow
+def test_the_html_report_refuses_results_that_are_not_current(edited_copy: Path) -> None:
+    """After a setting change (or a killed retrain), the HTML report would show the old
+    results as current: it refuses and names what is still to run.
+    """
+    configure(edited_copy, runs={**SWEEP["runs"], "base": {"overrides": {"train.lr": 0.0005}}})
+    result = snakemake(edited_copy, "--report", "results/report.html", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "not current" in output and "train run=base, seed=1" in output
+    assert "hot" not in output.split("Still to run:")[1].split("\n  summary")[0]
+    assert not (edited_copy / "results" / "report.html").exists()
+
+
+@pytest.mark.slow
 def test_an_edit_with_an_old_mtime_still_retrains(edited_copy: Path) -> None:
     """`cp -p`, `rsync -t`, `tar x` or a skewed clock: the content decides, not the mtime."""
     path = edited_copy / "project/model/attention.py"
@@ -345,6 +377,7 @@ def test_a_killed_rerun_after_a_setting_change_is_never_up_to_date(edited_copy: 
         ("overrides={'eval.stride': 100000}", "eval.stride"),
         # Checks across sections: the stride of evaluation fits the model's context.
         ("overrides={'model.block_size': 64, 'eval.stride': 100}", "must be <= model.block_size"),
+        ("seeds=[-5]", "seeds"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path: Path, setting: str, message: str) -> None:
@@ -355,6 +388,52 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, setting: str, message: 
     assert message in output
     assert "Job stats" not in output
     assert not (repo / "results").exists()
+
+
+def test_a_seed_numpy_cannot_take_stops_before_any_job(tmp_path: Path) -> None:
+    """NumPy seeds only 32-bit values: caught when the runs are resolved, not by numpy in
+    the train job.
+    """
+    repo = copy_repo(tmp_path / "repo")
+    configure(repo, seeds=[99999999999])
+    result = snakemake(repo, "-n", check=False)
+    assert result.returncode != 0
+    assert "'seed' must be in [0, 2**32 - 1]" in result.stdout + result.stderr
+
+
+def test_a_run_with_nothing_after_its_name_runs_the_defaults(tmp_path: Path) -> None:
+    """`runs: {base: }` in YAML is `base: null`: a run of the shared settings."""
+    repo = copy_repo(tmp_path / "repo")
+    configure(repo, runs={"base": None})
+    assert job_counts(repo)["train"] == 1
+
+
+def test_a_home_that_does_not_exist_is_no_obstacle(tmp_path: Path) -> None:
+    """An arbitrary UID in a container often has no HOME: Snakemake's source cache lives in
+    .snakemake/ (the default profile), so the workflow runs all the same.
+    """
+    repo = tiny_repo(tmp_path / "repo", seeds=[1])
+    env = workflow_env(HOME="/proc/no-such-home")  # cannot be created, even by root
+    result = snakemake(repo, "--cores", "1", "--until", "prepare", env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (data_folder(repo) / "data" / "manifest.json").is_file()
+
+
+def test_an_unwritable_results_folder_is_one_line(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    results = repo / "results"
+    results.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(results)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs (needs root)")
+    try:
+        result = snakemake(repo, "-n", check=False)
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "cannot write results/" in output and "must be writable by you" in output
+    assert "Traceback" not in output
 
 
 def test_workflow_settings_are_honoured_not_overruled(tmp_path: Path) -> None:

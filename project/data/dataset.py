@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.inputs import require, verify
+from utils.inputs import StaleInputError, require, verify
 from utils.io import read_json
+
+ID_BYTES = np.dtype(np.uint16).itemsize  # D3: ids on disk
+REBUILD = "rebuild it: snakemake --forcerun prepare, or python run.py prepare"
 
 
 class UnknownCharacterError(ValueError):
@@ -93,12 +97,42 @@ class DataFiles:
         return {"train": self.train, "val": self.val, "vocab": self.vocab}
 
     def check(self, *names: str) -> dict:
-        """The manifest, after checking the named files (default: all) against its record."""
+        """The manifest, after checking it (its own digest), the named files (default: all)
+        against its record, and the files against each other.
+        """
         require([self.manifest], "prepare")
         manifest = read_json(self.manifest)
+        if not isinstance(manifest, dict) or manifest.get("digest") != manifest_digest(manifest):
+            raise StaleInputError(
+                f"{self.manifest} is not the manifest the `prepare` stage wrote (edited, or "
+                f"from another version?): its content does not match its digest; {REBUILD}"
+            )
         for name in names or tuple(self.outputs()):
             verify(self.outputs()[name], manifest["files"][name], "prepare", self.manifest)
+        self._agree(manifest, names or tuple(self.outputs()))
         return manifest
+
+    def _agree(self, manifest: dict, names: tuple[str, ...]) -> None:
+        """The sizes the manifest states are those of the files it records."""
+        found = {}
+        if "vocab" in names:
+            found["vocab_size"] = CharTokenizer.load(self.vocab).vocab_size
+        if "train" in names:
+            found["train_chars"] = self.train.stat().st_size // ID_BYTES
+        if "val" in names:
+            found["val_chars"] = self.val.stat().st_size // ID_BYTES
+        if {"train", "val"} <= set(names):
+            found["n_chars"] = found["train_chars"] + found["val_chars"]
+        wrong = {key: value for key, value in found.items() if manifest[key] != value}
+        if wrong:
+            stated = ", ".join(f"{k} {manifest[k]} (the files: {v})" for k, v in wrong.items())
+            raise StaleInputError(f"{self.manifest} contradicts its files: {stated}; {REBUILD}")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's fields other than `digest` itself (canonical JSON)."""
+    fields = {key: value for key, value in manifest.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

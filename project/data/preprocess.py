@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from data.dataset import CharTokenizer, DataFiles
+from data.dataset import CharTokenizer, DataFiles, manifest_digest
 from data.download import SourceFile
 from utils.errors import ProjectError
 from utils.inputs import file_record
@@ -83,6 +83,7 @@ def prepare(config: DataConfig, files: DataFiles, source: SourceFile) -> dict[st
         # Size and SHA-256 of each file, which every reader checks (data/dataset.py).
         "files": {name: file_record(path) for name, path in files.outputs().items()},
     }
+    manifest["digest"] = manifest_digest(manifest)  # last: a check of the fields above
     write_json(files.manifest, manifest)
     logger.info(
         "prepared %s: %d chars (train %d, val %d), V=%d from %s",

@@ -14,12 +14,25 @@ from data.dataset import PreparedData
 from data.loader import eval_batches, eval_windows
 from model.gpt import CharGPT
 from utils.device import autocast, inference_mode
-from utils.sections import EvalConfig
+from utils.sections import ConfigError, EvalConfig
 
 
 def eval_stride(config: EvalConfig, block_size: int) -> int:
     """D5: the stride S, by default T/2 (at least 1, for a context of one character)."""
     return config.stride or max(1, block_size // 2)
+
+
+def require_full_window(n_ids: int, block_size: int) -> None:
+    """D5 scores windows of T+1 ids (T inputs, T targets): a split that holds none cannot be
+    scored, which would pass a loss over fewer positions off as the split's.
+    """
+    if n_ids < block_size + 1:
+        raise ConfigError(
+            f"the validation split has {n_ids} characters, fewer than one full window of "
+            f"model.block_size + 1 = {block_size + 1}: it cannot be scored; use a longer "
+            "text, a larger validation share (a lower data.train_fraction) or a smaller "
+            "model.block_size"
+        )
 
 
 def scored_batches(
@@ -29,6 +42,7 @@ def scored_batches(
     each window scores, per-position losses in nats (B, T)) for every batch of windows.
     """
     block_size = model.config.block_size
+    require_full_window(len(ids), block_size)
     windows = eval_windows(len(ids), block_size, eval_stride(config, block_size))
     with inference_mode(model):
         for inputs, targets, mask in eval_batches(ids, windows, block_size, config.batch_size):

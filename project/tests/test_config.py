@@ -17,6 +17,7 @@ from utils.config import (
     ConfigError,
     load,
     merge,
+    nested,
     parse_assignment,
     read_yaml,
     resolve,
@@ -304,3 +305,9 @@ def test_an_unknown_key_of_a_stage_config_is_rejected_by_name() -> None:
     model = {**Config().to_dict()["model"], "n_layers": 3}
     with pytest.raises(ConfigError, match=re.escape("unknown config key 'model.n_layers'")):
         build({"model": model}, ("model",))
+
+
+@pytest.mark.parametrize(("key", "seed"), [("seed", -5), ("seed", 2**32), ("sample.seed", -1)])
+def test_a_seed_outside_numpys_range_is_refused(key: str, seed: int) -> None:
+    with pytest.raises(ConfigError, match=r"must be in \[0, 2\*\*32 - 1\]"):
+        load(None, [nested(key, seed)])

@@ -16,7 +16,7 @@ import torch
 
 from data.dataset import DataFiles, PreparedData
 from model.gpt import CharGPT
-from testing.validation import validation_loss
+from testing.validation import require_full_window, validation_loss
 from training.resume import RESUME_MODES
 from training.trainer import Trainer
 from utils.config import Config
@@ -115,6 +115,7 @@ def train(
     seed_everything(config.seed)
     with StageCost("train", device) as cost:
         data = PreparedData.load(DataFiles.named(files)).to(device)
+        require_full_window(len(data.val), config.model.block_size)
         model = CharGPT(config.model, data.tokenizer.vocab_size).to(device)
         logger.info(
             "training %s parameters on %s (%s)", f"{model.num_parameters():,}", device, precision

@@ -41,6 +41,13 @@ def file_record(path: Path) -> dict[str, Any]:
 
 def require(paths: list[Path], producer: str) -> None:
     """Every file is there, or a MissingInputError that says which stage makes them."""
+    wrong = [path for path in paths if path.exists() and not path.is_file()]
+    if wrong:
+        raise MissingInputError(
+            f"{', '.join(map(str, wrong))}: not a file (a folder in its place?); remove it and "
+            f"rebuild it with the `{producer}` stage (snakemake --forcerun {producer}, or "
+            f"python run.py {producer})"
+        )
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise MissingInputError(

@@ -25,6 +25,10 @@ _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 
 
+class DamagedFileError(ProjectError, ValueError):
+    """A file that should hold JSON does not (edited, truncated, or a folder in its place)."""
+
+
 class DiskFullError(ProjectError, OSError):
     """The filesystem ran out of space (ENOSPC) or quota (EDQUOT) while a file was written;
     `errno` and `filename` are the original error's and the target's."""
@@ -121,10 +125,20 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file; a damaged one (not JSON, not UTF-8, a folder) is a DamagedFileError."""
+    return _readable(path, json.load)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return _readable(path, lambda handle: [json.loads(line) for line in handle if line.strip()])
+
+
+def _readable(path: Path, read: Callable[[IO[str]], Any]) -> Any:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return read(handle)
+    except (IsADirectoryError, ValueError) as error:
+        raise DamagedFileError(
+            f"{path} cannot be read ({error}): it is not a file this project wrote, or it is "
+            "damaged; delete it and rebuild it (snakemake, or the run.py stage that writes it)"
+        ) from None

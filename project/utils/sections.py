@@ -26,6 +26,7 @@ from utils.errors import ProjectError
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")  # `device`: auto picks CUDA where PyTorch sees it
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
 # torch.compile's modes (train.compile_mode), each with whether it replays the model from
 # CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
 COMPILE_MODES: dict[str, bool] = {
@@ -200,6 +201,7 @@ class SampleConfig:
         _require(self.num_chars >= 1, "sample.num_chars", "must be >= 1")
         _require(self.temperature > 0, "sample.temperature", "must be > 0")
         _require(self.top_k is None or self.top_k >= 1, "sample.top_k", "must be >= 1 or null")
+        _require_seed(self.seed, "sample.seed")
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ class Config:
     sample: SampleConfig | None = dataclasses.field(default_factory=SampleConfig)
 
     def check(self) -> None:
+        if self.seed is not None:
+            _require_seed(self.seed, "seed")
         if self.device is not None:
             _require_choice(self.device, "device", DEVICES)
         for section in (self.data, self.model, self.train, self.eval, self.sample):
@@ -237,6 +241,10 @@ class Config:
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}' {message}")
+
+
+def _require_seed(seed: int, key: str) -> None:
+    _require(0 <= seed <= SEED_MAX, key, f"must be in [0, 2**32 - 1] (NumPy's range); got {seed}")
 
 
 def _require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:

@@ -1,12 +1,17 @@
 # Runs, their folders, and what each stage reads, as the project resolves it.
 
 import ast
+import contextlib
 import json
+import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import yaml
 
 # One folder per (run, seed): every file of that run lives under it. The prepared data lives
@@ -42,6 +47,7 @@ def gpu_job_threads(wildcards):
 def run_pairs():
     """(run name, seed, run settings) of every configured run and seed."""
     for name, run in config["runs"].items():
+        run = run or {}  # `base:` with nothing after it is null in YAML: no settings
         for seed in run.get("seeds", config["seeds"]):
             yield name, seed, run
 
@@ -151,6 +157,67 @@ def stage_file(name):
     return f"{RUN}/{path}"
 
 
+def every_output(*proxies):
+    """Every output of these rules, for every configured (run, seed) and data folder: the
+    targets of the default run, so that a missing result is rebuilt, not overlooked.
+    """
+    outputs = []
+    for proxy in proxies:
+        for pattern in proxy.output:
+            if DATA in pattern:
+                outputs += [pattern.replace(DATA, folder) for folder in READS["data"]]
+            else:
+                outputs += every_run(pattern)
+    return outputs
+
+
+# How a dry run opens the block of each job: "<keyword> NAME:", the keyword being the
+# rule keyword itself, or "local" and that keyword.
+RULE_KEYWORD = "rule"
+DRY_RUN_JOB = rf"(?:local)?{RULE_KEYWORD} (\w+):"
+
+
+def stale_results(argv):
+    """What `snakemake -n` with the same arguments would still run, as "rule run/seed"
+    (or "rule data folder") lines; [] when every result is complete and current.
+    """
+    plan = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", *argv],
+        capture_output=True,
+        text=True,
+    )
+    if plan.returncode != 0:
+        raise WorkflowError(f"the dry run before the report failed:\n{plan.stderr}")
+    jobs = []
+    for block in re.split(rf"\n(?={DRY_RUN_JOB})", plan.stdout):
+        name = re.match(DRY_RUN_JOB, block)
+        where = re.search(r"wildcards: (.*)", block)
+        if name and name[1] != "all":
+            jobs.append(f"{name[1]} {where[1] if where else ''}".strip())
+    return jobs
+
+
+def check_report_is_current():
+    """`snakemake --report` bundles the results as they are: refuse while any of them is
+    missing, stale or left incomplete by a killed job, and say what to run.
+    """
+    argv = sys.argv[1:]
+    given = [i for i, arg in enumerate(argv) if arg.split("=")[0] == "--report"]
+    if not given:
+        return
+    (at,) = given
+    takes_value = (
+        "=" not in argv[at] and at + 1 < len(argv) and not argv[at + 1].startswith("-")
+    )
+    stale = stale_results(argv[:at] + argv[at + 1 + takes_value :])
+    if stale:
+        raise WorkflowError(
+            "the report would show results that are missing or not current; bring them up "
+            "to date first (snakemake --cores all), then run the report again. Still to "
+            "run:\n  " + "\n  ".join(stale)
+        )
+
+
 def check_declarations(rules):
     """Stop here unless the rule of each stage names exactly the files it declares."""
     for stage, read in STAGES.items():
@@ -222,3 +289,43 @@ def monitor_args(wildcards, output, resources):
         f"{slots}--memory-interval {interval['memory_interval_s']}"
         f" --slow-interval {interval['slow_interval_s']} --out-prefix {prefix}"
     )
+
+
+# Snakemake passes no stop signal on to the jobs it runs itself: sent to it alone (`kill -INT
+# PID`, a CI cancel, a script that runs it), SIGINT waits for them to end, SIGTERM lets them
+# finish, SIGHUP leaves them running. So it stops them first, as Ctrl-C in a terminal does:
+# SIGINT to each process of its jobs that is in its own process group (a job's shell and
+# pipeline; gpu_monitor.py then stops training within --kill-after), and then does as before.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_jobs():
+    """SIGINT to what Ctrl-C would reach of the running jobs (not Snakemake itself)."""
+    group = os.getpgrp()
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == group:
+                process.send_signal(signal.SIGINT)
+
+
+def stopping_jobs_first(previous):
+    """A signal handler that stops the jobs, then does what `previous` (a handler) did."""
+
+    def handler(signum, frame):
+        stop_jobs()
+        if callable(previous):
+            previous(signum, frame)
+        else:  # the default: end as it would have
+            signal.signal(signum, previous)
+            os.kill(os.getpid(), signum)
+
+    return handler
+
+
+onstart:
+    # Once the scheduler has set its own SIGTERM handler, which this one then calls.
+    if workflow.local_exec:
+        for number in STOP_SIGNALS:
+            previous = signal.getsignal(number)
+            if previous != signal.SIG_IGN:
+                signal.signal(number, stopping_jobs_first(previous))

@@ -12,9 +12,9 @@ import csv
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -33,13 +33,26 @@ from report_sections import (
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON record; a damaged one (not JSON, a folder) stops the script with one line."""
+    return readable(path, json.load)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return readable(path, lambda handle: [json.loads(line) for line in handle if line.strip()])
+
+
+def readable(path: str | Path, read: Callable[[IO[str]], Any]) -> Any:
+    """`read` applied to the open file; OSError (a folder in its place, no permission) and
+    ValueError (not JSON, not UTF-8) become one line that says how to rebuild it.
+    """
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            return read(handle)
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"error: {path} cannot be read ({error}); delete it and run snakemake again to "
+            "rebuild it"
+        ) from None
 
 
 def read_benchmark(path: Path) -> dict[str, str]:
