@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import psutil
 import pynvml
 import pytest
 
-from gpu_slots import FAKE_GPUS_SOURCE
+from gpu_slots import FAKE_GPUS_SOURCE, SLOT_POLL_S
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 SCRIPT = SCRIPTS / "gpu_monitor.py"
@@ -136,7 +137,7 @@ def is_running(pid: int) -> bool:
         return False
 
 
-def still_running(pids: list[int], within: float = 2.0) -> list[int]:
+def still_running(pids: list[int], within: float = 10.0) -> list[int]:
     """Those of `pids` that still run after waiting up to `within` seconds for them to end."""
     deadline = time.monotonic() + within
     while any(map(is_running, pids)) and time.monotonic() < deadline:
@@ -145,15 +146,24 @@ def still_running(pids: list[int], within: float = 2.0) -> list[int]:
 
 
 def start_tree_job(
-    tmp_path: Path, pids: list[int], mode: str, *options: str, tool: str = "gpu_monitor.py"
+    tmp_path: Path,
+    pids: list[int],
+    mode: str,
+    *options: str,
+    tool: str = "gpu_monitor.py",
+    shell: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start the wrapper `tool` (with `options`) around TREE_JOB; return once the job's tree
-    runs.
+    """Start the wrapper `tool` (with `options`) around TREE_JOB, or with `shell` a bash that
+    runs it as a job's shell does, in a pipeline; return (the wrapper or the shell) once the
+    job's tree runs.
 
-    Adds the PIDs of the wrapper, the job and its child to `pids`."""
+    Adds the PIDs of the wrapper (and the shell's other children), the job and its child to
+    `pids`."""
     pid_file = tmp_path / "job.pids"
     job = [sys.executable, "-c", TREE_JOB, str(pid_file), mode]
     argv = [*wrapper_argv(tool, tmp_path), *options, "--", *job]
+    if shell:
+        argv = ["bash", "-c", f"{shlex.join(argv)} 2>&1 | cat"]
     wrapper = subprocess.Popen(argv)
     pids.append(wrapper.pid)
     deadline = time.monotonic() + 20
@@ -163,6 +173,8 @@ def start_tree_job(
         assert time.monotonic() < deadline, "the job did not start"
         time.sleep(0.01)
     pids.extend(int(pid) for pid in pid_file.read_text().split())
+    if shell:
+        pids.extend(child.pid for child in psutil.Process(wrapper.pid).children())
     return wrapper
 
 
@@ -176,6 +188,19 @@ def test_cli_job_and_its_children_die_with_a_killed_wrapper(
     assert still_running(pids) == []
 
 
+@pytest.mark.parametrize("tool", ["gpu_monitor.py", "supervisor.py", "gpu_slots.py"])
+def test_cli_wrapper_and_its_job_die_with_their_killed_shell(
+    tmp_path: Path, pids: list[int], tool: str
+) -> None:
+    """`kill -9` of the shell that runs the wrapper (a Snakemake job's): no process of the
+    job goes on without it, and nothing is written after it died."""
+    shell = start_tree_job(tmp_path, pids, "sleep", tool=tool, shell=True)
+    shell.send_signal(signal.SIGKILL)
+    assert shell.wait(timeout=10) == -signal.SIGKILL
+    assert still_running(pids, within=10) == []
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.parametrize(
     "stop", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM], ids=lambda stop: stop.name
 )
@@ -183,10 +208,8 @@ def test_cli_stop_signal_stops_the_job_and_its_children_and_still_writes(
     tmp_path: Path, pids: list[int], stop: signal.Signals
 ) -> None:
     wrapper = start_tree_job(tmp_path, pids, "sleep")
-    started = time.monotonic()
     wrapper.send_signal(stop)
     assert wrapper.wait(timeout=10) == 128 + stop
-    assert time.monotonic() - started < 5
     assert still_running(pids) == []
     summary = json.loads((tmp_path / "x.json").read_text())
     assert summary["exit_code"] == 128 + stop
@@ -204,7 +227,7 @@ def test_cli_job_that_ignores_sigterm_is_killed_after_the_grace_period(
     started = time.monotonic()
     wrapper.send_signal(signal.SIGTERM)
     assert wrapper.wait(timeout=10) == 128 + signal.SIGTERM
-    assert 0.5 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.5  # the grace period was kept
     assert still_running(pids) == []
     summary = json.loads((tmp_path / "x.json").read_text())
     assert summary["error"].endswith(f"exit code {128 + signal.SIGKILL}")
@@ -373,7 +396,8 @@ def is_locked(path: Path) -> bool:
 def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Path) -> None:
     env = slot_env(CHARGPT_FAKE_GPUS="0,1")
     names = ("a", "b", "c")
-    wrappers = {name: start_slot_job(tmp_path, name, env, seconds=1.0) for name in names[:2]}
+    # a and b hold long enough for c's wrapper (0.3 s to start here) to find both taken.
+    wrappers = {name: start_slot_job(tmp_path, name, env, seconds=5.0) for name in names[:2]}
     for wrapper in wrappers.values():
         wait_until_it_runs(wrapper)
     wrappers["c"] = start_slot_job(tmp_path, "c", env, seconds=0.0)
@@ -388,9 +412,8 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
         assert slots[name]["slot_dir"] == str(tmp_path / "slots")
     assert {slots["a"]["device"], slots["b"]["device"]} == {"0", "1"}
     assert max(jobs["a"]["start"], jobs["b"]["start"]) < min(jobs["a"]["end"], jobs["b"]["end"])
-    assert slots["a"]["waited_s"] < 0.1 and slots["b"]["waited_s"] < 0.1
     # c found both devices taken, waited, then ran only after the job on its device ended.
-    assert slots["c"]["waited_s"] > 0.1
+    assert slots["c"]["waited_s"] >= SLOT_POLL_S  # it polled at least once
     holder = next(name for name in "ab" if slots[name]["device"] == slots["c"]["device"])
     assert jobs["c"]["start"] >= jobs[holder]["end"]
     assert sorted(path.name for path in (tmp_path / "slots").iterdir()) == [
@@ -401,14 +424,14 @@ def test_cli_concurrent_jobs_get_their_own_device_and_a_third_waits(tmp_path: Pa
 
 def test_cli_multi_gpu_job_takes_all_its_devices_or_waits_for_them(tmp_path: Path) -> None:
     env = slot_env(CHARGPT_FAKE_GPUS="0,1")
-    with start_slot_job(tmp_path, "one", env, seconds=1.0) as one:
+    with start_slot_job(tmp_path, "one", env, seconds=5.0) as one:
         wait_until_it_runs(one)
         with start_slot_job(tmp_path, "pair", env, seconds=0.0, gpus=2) as pair:
             _, one_job = finish(tmp_path, "one", one)
             pair_slot, pair_job = finish(tmp_path, "pair", pair)
     assert pair_slot["device"] == pair_job["cuda_visible"] == "0,1"
     # One device was free all along; the pair started only once both were.
-    assert pair_slot["waited_s"] > 0.1
+    assert pair_slot["waited_s"] >= SLOT_POLL_S
     assert pair_job["start"] >= one_job["end"]
     assert not is_locked(tmp_path / "slots" / "gpu-0.lock")
 
@@ -432,10 +455,10 @@ def test_cli_slot_of_a_killed_wrapper_is_free_again(tmp_path: Path, pids: list[i
         killed.send_signal(signal.SIGKILL)
         assert killed.wait(timeout=10) == -signal.SIGKILL
         # The job dies with its wrapper; right away, the slot is free.
+        assert not is_locked(tmp_path / "slots" / "gpu-0.lock")
         with start_slot_job(tmp_path, "next", env, seconds=0) as after:
             slot, job = finish(tmp_path, "next", after)
     assert slot["device"] == job["cuda_visible"] == "0"
-    assert slot["waited_s"] < 0.1
     assert still_running(pids) == []
 
 

@@ -55,6 +55,7 @@ def reruns(direct: set[str], downstream: dict[str, set[str]]) -> set[str]:
     return set().union(set(), *(downstream[rule] for rule in direct))
 
 
+@pytest.mark.slow
 def test_every_module_row_matches_the_derived_code_inputs(
     downstream: dict[str, set[str]],
 ) -> None:
@@ -70,6 +71,7 @@ def test_every_module_row_matches_the_derived_code_inputs(
         assert listed[module] == reruns(direct, downstream), module.relative_to(REPO)
 
 
+@pytest.mark.slow
 def test_every_config_row_matches_the_sections_each_stage_reads(
     downstream: dict[str, set[str]],
 ) -> None:

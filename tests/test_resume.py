@@ -6,12 +6,17 @@ an uninterrupted one (real processes, real signals, the real text, the tiny mode
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
-from workflow_runs import run_and_kill_trainer, snakemake, tiny_repo
+from workflow_runs import run_and_kill_trainer, run_and_stop, snakemake, tiny_repo
 
 from training.resume import log_until
 
@@ -82,3 +87,43 @@ def test_rule_retry_resumes_by_itself(tmp_path: Path) -> None:
     assert killed_at(repo, 450) == 0
     assert re.search(r"resumed from \S+ at step 400\n", train_log(repo))
     assert (repo / RUN / "ml_res.md").is_file()
+
+
+# Ctrl-C in the terminal (SIGINT to its foreground process group), a signal to the snakemake
+# process alone (`kill -INT PID`, a CI cancel, a script that runs it), or `kill -9` of the
+# train job's shell (the parent of the GPU monitor, which is the parent of the training).
+STOPS = ("ctrl-c", "SIGINT", "SIGTERM", "SIGHUP", "kill-the-shell")
+# One short epoch (118 steps of 256 windows), a checkpoint every 20 steps: cheap to repeat
+# for every kind of stop.
+STOPPED = {
+    "runs": {"r": {"overrides": {"train.checkpoint_every_steps": 20, "train.batch_size": 256}}},
+    "seeds": [1],
+    "epochs": 1,
+}
+
+
+def stopper(stop: str) -> Callable[[subprocess.Popen[bytes], psutil.Process], None]:
+    if stop == "ctrl-c":
+        return lambda workflow, _: os.killpg(workflow.pid, signal.SIGINT)
+    if stop == "kill-the-shell":
+        return lambda _, trainer: trainer.parent().parent().kill()
+    return lambda workflow, _: workflow.send_signal(signal.Signals[stop])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stopped_workflow_stops_training_and_a_plain_snakemake_resumes(
+    tmp_path: Path, stop: str
+) -> None:
+    """A stop, past the first checkpoint, ends training within the monitor's grace period,
+    keeps train.resume/ and publishes nothing; a plain `snakemake` then resumes.
+    """
+    repo = tiny_repo(tmp_path / "stopped", **STOPPED, train_retries=0)
+    code, trainer = run_and_stop(repo, lambda: logged_steps(repo / WORK_LOG) >= 30, stopper(stop))
+    assert code != 0
+    _, alive = psutil.wait_procs([trainer], timeout=120)
+    assert alive == [], "training outlived the stopped workflow"
+    assert (repo / RUN / "train.resume" / "last.pt").is_file(), "stopped, not run to its end"
+    assert not (repo / RUN / "train_summary.json").exists()
+    snakemake(repo, "--cores", "2", "--until", "train")
+    assert re.search(r"resumed from \S+ at step [1-9]\d*\n", train_log(repo)), train_log(repo)

@@ -10,6 +10,8 @@ FAKE (no device behind them): SLURM allocates and accounts them, the jobs run wi
    run of the same configuration byte for byte.
 2. A long training whose first try has a 1-minute time limit: SLURM must kill it (TIMEOUT),
    Snakemake must submit it again, and the next try must resume from its checkpoint.
+3. A training with `train.devices: 2` on the node's two FAKE GPUs: one job, one job step
+   that runs the command once, one torchrun with two processes (gloo on the CPU).
 
 Opt-in (minutes, root, installs packages): CHARGPT_SLURM_TESTS=1 pytest tests/test_slurm.py
 """
@@ -78,6 +80,15 @@ LONG_ARGS = (
     "train",
 )
 
+# 3. train.devices: 2 (`resources: gpu=2`, sbatch --gpus=2). The job must start its command
+# once: two copies would be two torchruns training the same run folder. Batches of 256 (8
+# times the tiny model's): 118 steps an epoch, not 950 (each a gloo all-reduce on 2 cores).
+DEVICES = 2
+DDP = {"device": "cpu", "overrides": {"train.devices": DEVICES, "train.batch_size": 256}}
+DDP_ARGS = ("--set-threads", "train=2", "--until", "train")
+TORCHRUN_STARTED = f"training on {DEVICES} devices: starting torchrun"
+WORK_DIR_BUSY = "is in use: training by process"  # project/utils/lock.py
+
 SACCT_FIELDS = (
     "--format=JobID,JobName,Comment,Partition,Account,State,ExitCode,Timelimit,ReqTRES,"
     "AllocTRES,Start,End,Elapsed"
@@ -119,19 +130,25 @@ def run_on_slurm(repo: Path, *args: str) -> SlurmRun:
     # The plugin names every job of one snakemake run after that run's id.
     found = re.search(r"SLURM run ID: (\S+)", console)
     assert found, console
-    query = ["--parsable2", "--allocations", f"--starttime={since}", f"--name={found[1]}"]
-    sacct = subprocess.run(
-        ["sacct", *query, SACCT_FIELDS], check=True, capture_output=True, text=True
-    ).stdout
+    sacct, jobs = query_sacct(
+        "--allocations", f"--starttime={since}", f"--name={found[1]}", SACCT_FIELDS
+    )
     (repo / "sacct.txt").write_text(sacct, encoding="utf-8")
-    print(sacct)
-    header, *rows = sacct.splitlines()
-    jobs = [dict(zip(header.split("|"), row.split("|"), strict=True)) for row in rows]
     for job in jobs:
         # The plugin's comment: rule_<rule>[_wildcards_<values>].
         job["rule"] = re.match(r"rule_([a-z]+)", job["Comment"])[1]
     jobs.sort(key=lambda job: int(job["JobID"]))
     return SlurmRun(repo, sacct, jobs)
+
+
+def query_sacct(*args: str) -> tuple[str, list[dict[str, str]]]:
+    """`sacct --parsable2 ARGS`: its output (header first) and its rows as dicts."""
+    sacct = subprocess.run(
+        ["sacct", "--parsable2", *args], check=True, capture_output=True, text=True
+    ).stdout
+    print(sacct)
+    header, *rows = sacct.splitlines()
+    return sacct, [dict(zip(header.split("|"), row.split("|"), strict=True)) for row in rows]
 
 
 def slurm_time(minutes: int) -> str:
@@ -157,6 +174,7 @@ def copies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "local": tiny_repo(root / "local", **TINY),
         "slurm": tiny_repo(root / "slurm", **TINY),
         "timeout": tiny_repo(root / "timeout", **LONG),
+        "ddp": tiny_repo(root / "ddp", **DDP),
     }
 
 
@@ -174,6 +192,11 @@ def slurm_run(cluster: None, copies: dict[str, Path]) -> SlurmRun:
 @pytest.fixture(scope="module")
 def timeout_run(cluster: None, copies: dict[str, Path]) -> SlurmRun:
     return run_on_slurm(copies["timeout"], *LONG_ARGS)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(cluster: None, copies: dict[str, Path]) -> SlurmRun:
+    return run_on_slurm(copies["ddp"], *DDP_ARGS)
 
 
 def test_every_rule_is_a_slurm_job_with_the_profiles_resources(slurm_run: SlurmRun) -> None:
@@ -223,3 +246,30 @@ def test_a_timed_out_training_resumes_on_the_next_try(timeout_run: SlurmRun) -> 
     assert summary["resumed_from_step"] == int(resumed[0])
     assert summary["steps"] == LONG["epochs"] * summary["steps_per_epoch"], summary
     assert not (timeout_run.repo / RUN / "train.resume").exists()
+
+
+def test_two_devices_start_one_torchrun_with_two_processes(ddp_run: SlurmRun) -> None:
+    (train,) = (job for job in ddp_run.jobs if job["rule"] == "train")
+    assert train["State"] == "COMPLETED", ddp_run.sacct
+    assert f"gres/gpu={DEVICES}" in train["AllocTRES"].split(","), train
+
+    # Inside the job, its script (step <id>.batch) runs the command through `srun -n1`: one
+    # step <id>.0 of one task. A step that ran it once a GPU (srun taking --ntasks-per-gpu,
+    # the plugin's issues #316 and #459) would show NTasks 2, a second srun a step <id>.1.
+    sacct, steps = query_sacct(
+        f"--jobs={train['JobID']}", "--format=JobID,JobName,NTasks,AllocTRES"
+    )
+    sruns = [step for step in steps if re.fullmatch(rf"{train['JobID']}\.\d+", step["JobID"])]
+    assert [step["NTasks"] for step in sruns] == ["1"], sacct
+    assert f"gres/gpu={DEVICES}" in sruns[0]["AllocTRES"].split(","), sacct
+
+    # What every task printed (the job's SLURM log) and the stage's own log: one launch, and
+    # no second trainer refused by the work folder's lock.
+    slurm_log = ddp_run.repo / ".snakemake" / "slurm_logs" / "rule_train" / "quick_1337"
+    for log in (slurm_log / f"{train['JobID']}.log", ddp_run.repo / RUN / "logs" / "train.log"):
+        text = log.read_text(encoding="utf-8")
+        assert text.count(TORCHRUN_STARTED) == 1, text
+        assert WORK_DIR_BUSY not in text, text
+    # That one torchrun trained with both processes.
+    summary = json.loads((ddp_run.repo / RUN / "train_summary.json").read_text())
+    assert summary["world_size"] == DEVICES, summary

@@ -360,6 +360,7 @@ def test_a_killed_rerun_after_a_setting_change_is_never_up_to_date(edited_copy: 
 # -- config checked before any job --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -390,6 +391,7 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, setting: str, message: 
     assert not (repo / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_seed_numpy_cannot_take_stops_before_any_job(tmp_path: Path) -> None:
     """NumPy seeds only 32-bit values: caught when the runs are resolved, not by numpy in
     the train job.
@@ -401,6 +403,7 @@ def test_a_seed_numpy_cannot_take_stops_before_any_job(tmp_path: Path) -> None:
     assert "'seed' must be in [0, 2**32 - 1]" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_with_nothing_after_its_name_runs_the_defaults(tmp_path: Path) -> None:
     """`runs: {base: }` in YAML is `base: null`: a run of the shared settings."""
     repo = copy_repo(tmp_path / "repo")
@@ -408,6 +411,7 @@ def test_a_run_with_nothing_after_its_name_runs_the_defaults(tmp_path: Path) -> 
     assert job_counts(repo)["train"] == 1
 
 
+@pytest.mark.slow
 def test_a_home_that_does_not_exist_is_no_obstacle(tmp_path: Path) -> None:
     """An arbitrary UID in a container often has no HOME: Snakemake's source cache lives in
     .snakemake/ (the default profile), so the workflow runs all the same.
@@ -419,6 +423,7 @@ def test_a_home_that_does_not_exist_is_no_obstacle(tmp_path: Path) -> None:
     assert (data_folder(repo) / "data" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_an_unwritable_results_folder_is_one_line(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     results = repo / "results"
@@ -436,6 +441,7 @@ def test_an_unwritable_results_folder_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_workflow_settings_are_honoured_not_overruled(tmp_path: Path) -> None:
     """A run's own train.epochs and device win over the workflow's defaults."""
     repo = copy_repo(tmp_path / "repo")
@@ -452,6 +458,7 @@ def job_counts(repo: Path) -> dict[str, int]:
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
 
 
+@pytest.mark.slow
 def test_dry_run_of_many_runs_plans_every_job(tmp_path: Path) -> None:
     """20 runs × 3 seeds: 4 jobs each (train to report), one prepare for the data they
     share, the summary and `all`.
@@ -465,6 +472,7 @@ def test_dry_run_of_many_runs_plans_every_job(tmp_path: Path) -> None:
     assert counts["prepare"] == 1
 
 
+@pytest.mark.slow
 def test_runs_with_the_same_data_settings_share_one_prepare(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     configure(repo, **SWEEP)  # 2 runs × 2 seeds, one data configuration
@@ -474,6 +482,7 @@ def test_runs_with_the_same_data_settings_share_one_prepare(tmp_path: Path) -> N
     assert job_counts(repo)["prepare"] == 2
 
 
+@pytest.mark.slow
 def test_a_rule_that_disagrees_with_its_stage_stops_the_workflow(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     rules = repo / "workflow" / "rules" / "train.smk"
@@ -509,6 +518,7 @@ def test_an_edit_of_the_users_own_text_reruns_prepare(tmp_path: Path) -> None:
     assert manifest["source_sha256"] == hashlib.sha256(text.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     # No mirror at all (the plan's default one is absent beside the copy): the download.
@@ -534,6 +544,7 @@ def test_unreachable_data_fails_the_prepare_rule_cleanly(tmp_path: Path) -> None
     assert not list(folder.glob("data/*")), "no output may be left"
 
 
+@pytest.mark.slow
 def test_lint_and_format() -> None:
     lint = snakemake(REPO, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -556,6 +567,7 @@ def stub_apptainer(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, log
 
 
+@pytest.mark.slow
 def test_use_singularity_dry_run_uses_the_configured_image(
     tmp_path: Path, stub_apptainer: tuple[dict[str, str], Path]
 ) -> None:
@@ -566,6 +578,7 @@ def test_use_singularity_dry_run_uses_the_configured_image(
     assert f"Singularity image {image}" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_use_singularity_passes_gpus_with_nv(
     tmp_path: Path, stub_apptainer: tuple[dict[str, str], Path]
 ) -> None:

@@ -132,9 +132,14 @@ def trainer_of(workflow: subprocess.Popen[bytes]) -> psutil.Process | None:
     return None
 
 
-def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:
-    """Start `snakemake --cores 2`; SIGKILL its training process once `ready()` holds (as a
-    crash, an OOM kill or a scheduler's limit would end it). Returns Snakemake's exit code.
+def run_and_stop(
+    repo: Path,
+    ready: Callable[[], bool],
+    stop: Callable[[subprocess.Popen[bytes], psutil.Process], None],
+) -> tuple[int, psutil.Process]:
+    """Start `snakemake --cores 2` in a process group of its own (as a terminal runs a
+    command: `os.killpg(pid, ...)` is Ctrl-C); once its training process runs and `ready()`
+    holds, call stop(snakemake, training). Returns Snakemake's exit code and the training.
     """
     with (repo / "snakemake.out").open("w") as out:
         workflow = subprocess.Popen(
@@ -143,17 +148,26 @@ def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:
             env=workflow_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 300
         try:
             while True:
-                assert workflow.poll() is None, "the workflow ended before the kill"
+                assert workflow.poll() is None, "the workflow ended before the stop"
                 assert time.monotonic() < deadline, "training did not get far enough in time"
                 trainer = trainer_of(workflow)
                 if trainer is not None and ready():
-                    trainer.send_signal(signal.SIGKILL)
+                    stop(workflow, trainer)
                     break
                 time.sleep(0.05)
-            return workflow.wait(timeout=300)
+            return workflow.wait(timeout=900), trainer
         finally:
             workflow.kill()
+
+
+def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:
+    """Start `snakemake --cores 2`; SIGKILL its training process once `ready()` holds (as a
+    crash, an OOM kill or a scheduler's limit would end it). Returns Snakemake's exit code.
+    """
+    code, _ = run_and_stop(repo, ready, lambda _, trainer: trainer.send_signal(signal.SIGKILL))
+    return code

@@ -4,6 +4,7 @@ of the plan's global batch, on the real text.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from run_files import output, work_file
@@ -65,11 +67,9 @@ def test_two_gloo_processes_give_the_single_process_losses(
     tmp_path: Path, tiny_cli: Argv, with_prepared_data: Callable[[Path], Path]
 ) -> None:
     """Each process averages its half of the batch and DDP averages the two, where one
-    process averages all of it: the same mean, rounded differently. Tolerances, with what
-    one run measured: the first 20 steps within 1e-6 nats (4.8e-7); training at the peak
-    learning rate then amplifies the rounding (0.022 at its largest, near step 100) and the
-    curves meet again: the last 20 steps' mean within 5e-3 (9e-4), the validation loss at
-    the end of the epoch within 2e-3 (3.2e-4).
+    process averages all of it: the same mean, rounded differently. The first steps agree
+    to float32 rounding; training at the peak learning rate then amplifies the rounding
+    (to 0.02 near step 100) and the curves meet again, as closely as the rounding allows.
     """
     runs = {}
     for devices in (1, 2):
@@ -84,12 +84,18 @@ def test_two_gloo_processes_give_the_single_process_losses(
     # Rank 0 alone wrote: one record a step.
     steps = list(range(1, summaries[2]["steps"] + 1))
     assert [r["step"] for r in double] == [r["step"] for r in single] == steps
+    # Measured with torch 2.13 on a 2-core AMD EPYC (family 25, AVX-512), OMP_NUM_THREADS 1
+    # and 2 and ATEN_CPU_CAPABILITY unset (avx512), avx2 and default; the thread count
+    # changed nothing. The first 20 steps: at most 4.8e-7 apart (9.5e-7 with seeds 1-3:
+    # 2 float32 ulps of a loss near 4.2). The end, one process against two: the last 20
+    # steps' mean at most 5.6e-3 apart, the validation loss 7.3e-3 (both avx2); any two of
+    # the six runs (3 kernel paths, 1 or 2 processes) 0.012. Bounds: 5 and 2.5 times those.
     first = [abs(a["loss"] - b["loss"]) for a, b in zip(single[:20], double[:20], strict=True)]
-    assert max(first) <= 1e-6
+    assert max(first) <= 5e-6
     last_mean = [sum(r["loss"] for r in run[-20:]) / 20 for run in (single, double)]
-    assert abs(last_mean[0] - last_mean[1]) <= 5e-3
+    assert abs(last_mean[0] - last_mean[1]) <= 0.03
     val = [summary["best_val_loss"] for summary in summaries.values()]
-    assert abs(val[0] - val[1]) <= 2e-3
+    assert abs(val[0] - val[1]) <= 0.03
     assert double[-1]["loss"] < double[0]["loss"] - 1.0
 
 
@@ -124,3 +130,34 @@ def test_a_killed_two_process_run_resumes_in_one(
     assert summary["resumed_from_step"] == checkpoint["state"]["step"]
     assert summary["world_size"] == 1
     assert [r["step"] for r in train_records(out)] == list(range(1, summary["steps"] + 1))
+
+
+@pytest.mark.slow
+def test_torchrun_and_its_workers_die_with_a_killed_run_py(
+    tmp_path: Path, tiny_cli: Argv, with_prepared_data: Callable[[Path], Path]
+) -> None:
+    """`kill -9` of `run.py train` alone (outside the workflow, which kills its whole
+    process group): torchrun and both workers end too, and publish nothing.
+    """
+    out = with_prepared_data(tmp_path / "killed")
+    process = train(tiny_cli("train", out), 2, tmp_path / "killed.log")
+    log_path = work_file(out, LOG_FILE)
+    tree: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (log_path.is_file() and log_until(log_path, 10**9)):
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "training did not start in time"
+            time.sleep(0.05)
+        tree = psutil.Process(process.pid).children(recursive=True)  # torchrun, the workers
+        assert len(tree) >= 3, tree
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _, alive = psutil.wait_procs(tree, timeout=120)
+        assert alive == [], "torchrun or a worker outlived the killed run.py"
+    finally:
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    assert not output(out, "summary").exists()
+    assert log_path.is_file(), "the work folder stays, to resume from"

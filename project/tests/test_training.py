@@ -348,3 +348,22 @@ def test_a_checkpoint_whose_config_cannot_be_read_restarts_or_refuses_in_one_lin
         summary = tiny_trainer(tmp_path, config).train(resume="restart-on-change")
     assert summary["resumed_from_step"] is None
     assert "its training config cannot be read" in caplog.text
+
+
+def test_a_fresh_start_says_which_checkpoint_it_discards_and_how_to_resume_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run without --resume over the work folder of a crashed one starts from step 0 and
+    says so in one line: the checkpoint it deletes, its step, and --resume.
+    """
+    config = tiny_config()
+    crashed = tiny_trainer(tmp_path, config).train()  # not published: as a crash leaves it
+    with caplog.at_level("WARNING"):
+        summary = tiny_trainer(tmp_path, config).train()
+    assert summary["resumed_from_step"] is None
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    message = warning.getMessage()
+    assert "\n" not in message
+    assert str(tmp_path / LAST) in message
+    assert f"at step {crashed['steps']};" in message
+    assert "--resume" in message

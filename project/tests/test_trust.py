@@ -34,13 +34,15 @@ def edit_manifest(out: Path, redigest: bool, **changes: object) -> None:
     path.write_text(json.dumps(manifest))
 
 
+@pytest.fixture
+def out(with_prepared_data: Callable[[Path], Path], tmp_path: Path) -> Path:
+    """A fresh --out-dir holding the prepared real text."""
+    return with_prepared_data(tmp_path / "out")
+
+
 def test_an_edited_manifest_is_refused(
-    with_prepared_data: Callable[[Path], Path],
-    tiny_cli: Argv,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    out: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = with_prepared_data(tmp_path / "edited")
     edit_manifest(out, redigest=False, vocab_size=99)
     error = refused(tiny_cli("train", out), capsys)
     assert str(output(out, "manifest")) in error and "does not match its digest" in error
@@ -48,13 +50,9 @@ def test_an_edited_manifest_is_refused(
 
 
 def test_a_manifest_that_contradicts_its_files_is_refused(
-    with_prepared_data: Callable[[Path], Path],
-    tiny_cli: Argv,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    out: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Even with a digest that fits the edit, the stated sizes must be the files' sizes."""
-    out = with_prepared_data(tmp_path / "contradicted")
     vocab_size = json.loads(output(out, "manifest").read_text())["vocab_size"]
     edit_manifest(out, redigest=True, vocab_size=vocab_size + 40)
     error = refused(tiny_cli("train", out), capsys)
@@ -63,13 +61,8 @@ def test_a_manifest_that_contradicts_its_files_is_refused(
 
 @pytest.mark.parametrize("damage", ["not json", "folder"])
 def test_a_damaged_json_record_is_one_line(
-    with_prepared_data: Callable[[Path], Path],
-    tiny_cli: Argv,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    damage: str,
+    out: Path, tiny_cli: Argv, capsys: pytest.CaptureFixture[str], damage: str
 ) -> None:
-    out = with_prepared_data(tmp_path / "damaged")
     manifest = output(out, "manifest")
     manifest.unlink()
     if damage == "folder":

@@ -303,9 +303,14 @@ class Trainer:
     def _restore(self, resume: str) -> int | None:
         """Load the work folder's last.pt where it may be resumed; the step, or None."""
         last = self.work_dir / LAST
-        if resume != "off" and not last.is_file():
+        if resume == "off":
+            if last.is_file() and self.ranks.main:
+                self._warn_discarded(last)
+            return None
+        if not last.is_file():
             logger.info("no checkpoint in %s yet: starting from step 0", self.work_dir)
-        checkpoint = self._load_last(resume) if resume != "off" and last.is_file() else None
+            return None
+        checkpoint = self._load_last(resume)
         if checkpoint is None:
             return None
         try:
@@ -330,6 +335,19 @@ class Trainer:
             f" (changed on resume: {', '.join(applied)})" if applied else "",
         )
         return self.state.step
+
+    def _warn_discarded(self, last: Path) -> None:
+        """Say what a fresh start throws away: the newest checkpoint of an unfinished run."""
+        try:
+            step = load_checkpoint(last)["state"]["step"]
+        except CheckpointError:
+            return  # a damaged one: nothing that could be resumed
+        logger.warning(
+            "starting from step 0 discards %s, the checkpoint of an unfinished run at step %d; "
+            "to continue from it instead, run with --resume",
+            last,
+            step,
+        )
 
     def _load_last(self, resume: str) -> dict[str, Any] | None:
         """The work folder's last.pt; a damaged one stops a strict resume, else is dropped."""

@@ -8,6 +8,7 @@ and trains its share of every batch under DistributedDataParallel. Rank 0 alone 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -65,7 +66,11 @@ def under_launcher() -> bool:
 
 
 def launch(devices: int, argv: list[str]) -> int:
-    """Run `run.py ARGV` under torchrun, one process a device; returns its exit code."""
+    """Run `run.py ARGV` under torchrun, one process a device; returns its exit code.
+
+    torchrun gets SIGTERM when this process dies, however it dies (`kill -9` included): it
+    then stops its workers, which would otherwise go on training and writing without it.
+    """
     command = [
         sys.executable,
         "-m",
@@ -75,10 +80,25 @@ def launch(devices: int, argv: list[str]) -> int:
         sys.argv[0],
         *argv,
     ]
-    return subprocess.run(command, check=False).returncode
+    stop_with_me = functools.partial(die_with_parent, signal.SIGTERM, os.getpid())
+    return subprocess.run(command, check=False, preexec_fn=stop_with_me).returncode
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Looked up here, not in a forked child before exec (preexec_fn), where other threads' locks
+# may be held.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(signum: int, parent: int) -> None:
+    """Have the kernel send this process `signum` when its parent, `parent`, dies; at once if
+    it already has. Linux only: elsewhere nothing.
+    """
+    if _PRCTL is None:
+        return
+    _PRCTL(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signum)
 
 
 def die_with_launcher() -> None:
@@ -86,12 +106,7 @@ def die_with_launcher() -> None:
     scheduler's time limit, SIGKILL) would leave its workers training: on Linux the kernel
     kills this worker when its parent dies.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+    die_with_parent(signal.SIGKILL, os.getppid())
 
 
 def launched_ranks() -> Ranks:

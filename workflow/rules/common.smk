@@ -293,9 +293,10 @@ def monitor_args(wildcards, output, resources):
 
 # Snakemake passes no stop signal on to the jobs it runs itself: sent to it alone (`kill -INT
 # PID`, a CI cancel, a script that runs it), SIGINT waits for them to end, SIGTERM lets them
-# finish, SIGHUP leaves them running. So it stops them first, as Ctrl-C in a terminal does:
-# SIGINT to each process of its jobs that is in its own process group (a job's shell and
-# pipeline; gpu_monitor.py then stops training within --kill-after), and then does as before.
+# finish, SIGHUP ends Snakemake and leaves them running (and its lock behind). So it stops them
+# first, as Ctrl-C in a terminal does: SIGINT to each process of its jobs that is in its own
+# process group (a job's shell and pipeline; gpu_monitor.py then stops training within
+# --kill-after); then it does as before, and on SIGHUP what it does on SIGINT.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -308,24 +309,26 @@ def stop_jobs():
                 process.send_signal(signal.SIGINT)
 
 
-def stopping_jobs_first(previous):
-    """A signal handler that stops the jobs, then does what `previous` (a handler) did."""
+def stopping_jobs_first(handler):
+    """A signal handler that stops the jobs, then calls `handler`."""
 
-    def handler(signum, frame):
+    def stop(signum, frame):
         stop_jobs()
-        if callable(previous):
-            previous(signum, frame)
-        else:  # the default: end as it would have
-            signal.signal(signum, previous)
-            os.kill(os.getpid(), signum)
+        handler(signum, frame)
 
-    return handler
+    return stop
+
+
+def stop_jobs_on_stop_signals():
+    """Make each of STOP_SIGNALS stop the jobs first, unless it is ignored (nohup)."""
+    for number in STOP_SIGNALS:
+        previous = signal.getsignal(number)
+        if previous != signal.SIG_IGN:
+            then = previous if callable(previous) else signal.default_int_handler
+            signal.signal(number, stopping_jobs_first(then))
 
 
 onstart:
     # Once the scheduler has set its own SIGTERM handler, which this one then calls.
     if workflow.local_exec:
-        for number in STOP_SIGNALS:
-            previous = signal.getsignal(number)
-            if previous != signal.SIG_IGN:
-                signal.signal(number, stopping_jobs_first(previous))
+        stop_jobs_on_stop_signals()

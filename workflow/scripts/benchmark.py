@@ -20,7 +20,8 @@ own commands, each in a process of its own:
    runs' training throughputs and as its sampling thread's CPU time, and NVML's peak memory
    beside PyTorch's.
 4. `run.py evaluate` and `run.py sample` on the model of 2: the full-split evaluation time
-   and the sampling speed, from their cost records.
+   and the sampling speed, from their cost records; if 2 did not finish (stopped at the cap,
+   or failed), each records why it did not run.
 """
 
 from __future__ import annotations
@@ -210,10 +211,14 @@ def train_to_target(
 
 
 def evaluate_and_sample(
-    args: argparse.Namespace, folder: Path, logs: Path, on_cuda: bool
+    args: argparse.Namespace, folder: Path, logs: Path, on_cuda: bool, trained: dict[str, Any]
 ) -> dict[str, Any]:
-    options = stage_options(args, folder, on_cuda)
+    """Evaluation and sampling of the model that the target run `trained` wrote in `folder`."""
     figures = {"evaluate": ("evaluation_s",), "sample": ("sampling_s", "chars_per_s")}
+    if not trained.get("finished"):
+        ended = "stopped at its time cap" if trained.get("stopped_at_cap") else "failed"
+        return {stage: {"error": f"not run: the target run {ended}"} for stage in figures}
+    options = stage_options(args, folder, on_cuda)
     result: dict[str, Any] = {}
     for stage, names in figures.items():
         command = Command(f"{folder.name}-{stage}", [*RUN, stage, *options], logs, 300)
@@ -436,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             save(args.out_dir, bench)
         plain, watched = target["plain"].get("chars_per_s"), target["monitored"].get("chars_per_s")
         target["monitor_ratio"] = plain / watched if plain and watched else None
-        if target["plain"].get("finished"):
-            target["stages"] = evaluate_and_sample(args, work / "plain", logs, on_cuda)
+        target["stages"] = evaluate_and_sample(args, work / "plain", logs, on_cuda, target["plain"])
         save(args.out_dir, bench)
     print((args.out_dir / "bench.md").read_text(encoding="utf-8"))
     return 0 if bench["variants"] and not bench["failed"] else 1

@@ -9,9 +9,9 @@ with the command's exit code::
         -- python project/run.py train ...
 
 It puts together three tools, each of which also runs alone:
-    supervisor.py    --kill-after: the command dies with this wrapper, however it ends; a stop
-                     signal (SIGTERM, SIGHUP, SIGINT) stops the command, and the results are
-                     still written
+    supervisor.py    --kill-after: the command dies with this wrapper, however it ends, and
+                     the wrapper with its parent (a job's shell); a stop signal (SIGTERM,
+                     SIGHUP, SIGINT) stops the command, and the results are still written
     gpu_slots.py     --slot-dir, --gpus: the command's GPUs, of which the first is sampled
     nvml_sampler.py  --out-prefix, the intervals, --device-uuid: the sampling and its outputs,
                      ``<prefix>.csv`` and ``<prefix>.json``
@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    supervisor.die_with_parent()
     folder = args.out_prefix.parent
     try:
         # Before the command runs: once it has, its exit code must not be lost to a bad path.

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     supervisor.check_arguments(parser, args)
+    supervisor.die_with_parent()
     try:
         take_gpu_slot(args.slot_dir, os.environ, args.gpus)
     except SlotError as err:

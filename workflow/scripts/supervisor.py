@@ -7,16 +7,18 @@ Command line::
 The command runs in a process group of its own, whose leader, a small guard process, SIGKILLs
 the whole group (the command's children too, unless they leave it) once the supervisor has
 ended, however it ended; on Linux the kernel also SIGKILLs the command itself the moment the
-supervisor dies (PR_SET_PDEATHSIG). Being in its own group, the command gets no signal meant
-for a terminal's foreground group (Ctrl-C), and must not read from a terminal. SIGTERM, SIGHUP
-or SIGINT to the supervisor sends SIGTERM to the group, then SIGKILL if the command still runs
---kill-after seconds later.
+supervisor dies (PR_SET_PDEATHSIG), and the supervisor the moment its own parent (a job's
+shell) dies, so that no part of a job outlives that shell. Being in its own group, the command
+gets no signal meant for a terminal's foreground group (Ctrl-C), and must not read from a
+terminal. SIGTERM, SIGHUP or SIGINT to the supervisor sends SIGTERM to the group, then SIGKILL
+if the command still runs --kill-after seconds later.
 
 Exit codes: the command's own (128 + N for signal N); 128 + N when the supervisor was stopped
 by signal N; 127 when the command was not found, 126 when it could not be executed (with one
 line on stderr saying why); 2 for bad arguments.
 
-gpu_slots.py and gpu_monitor.py run their command through run_child here.
+gpu_slots.py and gpu_monitor.py run their command through run_child here, and die with their
+parent through die_with_parent.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def run_child(command: list[str], kill_after: float = KILL_AFTER_S) -> tuple[int
                 # search (EACCES) rather than the missing command.
                 raise FileNotFoundError(errno.ENOENT, "command not found")
             child = subprocess.Popen(
-                command, process_group=group, preexec_fn=_die_with_parent_hook()
+                command, process_group=group, preexec_fn=_die_with_parent_hook(os.getpid())
             )
             returncode = child.wait()
         except OSError as err:
@@ -117,24 +119,33 @@ def _process_group() -> Iterator[int]:
         yield guard.pid
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec_fn after which the kernel SIGKILLs the child when this process dies.
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent (a job's shell) dies, so that its
+    command dies too (see run_child) rather than go on without the job. Linux only."""
+    hook = _die_with_parent_hook(os.getppid())
+    if hook is not None:
+        hook()
 
-    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. It runs in the forked child before
-    exec while other threads (a GPU sampler's) may run, so it calls only a libc function found
-    here, in the parent: nothing that takes a lock another thread could have held at the fork.
+
+def _die_with_parent_hook(parent: int) -> Callable[[], None] | None:
+    """A function after which the kernel SIGKILLs the process that calls it, a child of
+    `parent`, when `parent` dies: run_child's preexec_fn with this process as `parent`.
+
+    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. As a preexec_fn it runs in the forked
+    child before exec while other threads (a GPU sampler's) may run, so it calls only a libc
+    function found here, before the fork: nothing that takes a lock another thread could have
+    held at the fork.
     """
     if sys.platform != "linux":
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
 
-    def die_with_parent() -> None:
+    def die() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl: the kernel will not tell
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return die_with_parent
+    return die
 
 
 def print_error(prog: str, message: str) -> None:
@@ -176,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     check_arguments(parser, args)
+    die_with_parent()
     return supervise(PROG, args)
 
 
