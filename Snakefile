@@ -28,6 +28,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/track.smk"
 
 
 check_declarations(rules)
@@ -42,3 +43,5 @@ rule all:
         every_output(
             rules.prepare, rules.train, rules.evaluate, rules.sample, rules.report
         ),
+        # One MLflow run per (run, seed), with `tracking: mlflow` only.
+        every_output(rules.track) if config["tracking"] == "mlflow" else [],

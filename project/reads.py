@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from data.download import SourceFile, locate_source, source_record
-from utils.config import ConfigError, Resolved, build, data_source_override, nested
+from utils.config import (
+    ConfigError,
+    Resolved,
+    build,
+    cuda_present,
+    data_source_override,
+    nested,
+)
 from utils.config import resolve as resolve_config
 from utils.errors import ProjectError
 from utils.fingerprint import closure, code_record, module_file
@@ -93,13 +100,14 @@ def write_json(path: Path, record: Any) -> str:
     return path.as_posix()
 
 
-def resolve_run(run: dict[str, Any]) -> Resolved:
+def resolve_run(run: dict[str, Any], cuda: bool) -> Resolved:
     """One run of the spec, as the project resolves it (the data source first)."""
     try:
         overrides = [data_source_override(run["data_source"])] if run["data_source"] else []
         for item in run["overrides"]:
             overrides += [nested(key, value) for key, value in item.items()]
-        return resolve_config(Path(run["config"]) if run["config"] else None, overrides)
+        config = Path(run["config"]) if run["config"] else None
+        return resolve_config(config, overrides, cuda=cuda)
     except ConfigError as error:
         raise ConfigError(f"{run['dir']}: {error}") from None
 
@@ -157,11 +165,13 @@ def main() -> int:
     stages = {module: declared(stage_module(module)) for module in PIPELINE}
     prepare = next(iter(stages.values()))
     try:
-        runs = {run["dir"]: resolve_run(run) for run in spec["runs"]}
+        cuda = cuda_present()  # once: every run that says `device: auto` gets this answer
+        runs = {run["dir"]: resolve_run(run, cuda) for run in spec["runs"]}
         folders = data_folders(results, runs, prepare["sections"])
+        views = dict(folders.values())  # each distinct data configuration once
         sources = {
             folder: (view, locate_source(build(view, prepare["sections"]).data, download=False))
-            for folder, view in folders.values()
+            for folder, view in views.items()
         }
     except ProjectError as error:
         print(f"error: {error}", file=sys.stderr)

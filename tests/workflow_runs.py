@@ -7,6 +7,7 @@ module of that name when both folders are collected.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 COPIED = ("Snakefile", "workflow", "project", "config", "profiles")
 IGNORED = shutil.ignore_patterns("__pycache__", ".pytest_cache", "outputs", "tests")
+
+# How long a workflow may run before a test calls it hung: a guard, not a figure under test
+# (a 2-core machine busy with other work trains the tiny model ten times slower).
+HANG = 3600
 
 # A model small enough that one epoch of the real text takes seconds on a 2-core CPU.
 TINY_CONFIG = """\
@@ -60,7 +65,7 @@ def snakemake(
         env=env or workflow_env(),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=HANG,
     )
     if check and result.returncode != 0:
         command = " ".join(args)
@@ -150,19 +155,30 @@ def run_and_stop(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HANG
         try:
             while True:
                 assert workflow.poll() is None, "the workflow ended before the stop"
-                assert time.monotonic() < deadline, "training did not get far enough in time"
+                assert time.monotonic() < deadline, f"training did not get that far in {HANG} s"
                 trainer = trainer_of(workflow)
                 if trainer is not None and ready():
                     stop(workflow, trainer)
                     break
                 time.sleep(0.05)
-            return workflow.wait(timeout=900), trainer
+            return workflow.wait(timeout=HANG), trainer
         finally:
-            workflow.kill()
+            stop_tree(workflow.pid)
+
+
+def stop_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (no job of a failed test trains on)."""
+    try:
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def run_and_kill_trainer(repo: Path, ready: Callable[[], bool]) -> int:

@@ -80,7 +80,7 @@ def _yaml_problem(error: yaml.YAMLError, column_offset: int = 0) -> str:
 def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Return `base` with `override` applied; a key that `base` lacks is an error."""
     reject_unknown(override, base, prefix)
-    merged = copy.deepcopy(base)
+    merged = dict(base)  # a new mapping at every level that the override reaches
     for key, value in override.items():
         dotted = f"{prefix}{key}"
         if isinstance(base[key], dict):
@@ -111,17 +111,28 @@ def load(
     """Load the plan (Config's defaults), then `config_file`, then each override mapping
     in order. Returns the checked Config and the merged raw mapping.
     """
-    raw = Config().to_dict()
+    raw = merged(config_file, overrides)
+    return build(raw), copy.deepcopy(raw)
+
+
+def merged(
+    config_file: Path | None = None, overrides: list[dict[str, Any]] | tuple = ()
+) -> dict[str, Any]:
+    """The plan, then `config_file`, then each override, as one mapping (which shares what
+    no override changed with plan_mapping(): read it, don't change it).
+    """
+    raw = plan_mapping()
     if config_file is not None:
         raw = merge(raw, read_yaml(config_file))
     for override in overrides:
         raw = merge(raw, override)
-    return build(raw), raw
+    return raw
 
 
-def differences(config: Config, reference: Config) -> list[dict[str, Any]]:
-    """List the keys where `config` differs from `reference` (dotted key, plan, used)."""
-    return _diff(config.to_dict(), reference.to_dict(), prefix="")
+@functools.cache
+def plan_mapping() -> dict[str, Any]:
+    """The plan (Config's defaults) as a mapping; shared: merge copies what it changes."""
+    return Config().to_dict()
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -165,8 +176,7 @@ class Resolved:
             )
         if self.config.device == "cpu":
             notes.append("no GPU: trained on the CPU in fp32 (T5 plans bf16 on CUDA)")
-        plan, _ = load()
-        for row in differences(self.config, plan):
+        for row in _diff(self.raw, plan_mapping(), prefix=""):
             if row["key"] not in RUN_CHOICES:
                 notes.append(f"config {row['key']} = {row['used']!r} (plan: {row['plan']!r})")
         return notes
@@ -206,14 +216,14 @@ def resolve(
     of the plan's sizes. `device: auto` becomes cpu or cuda here (`cuda`: whether CUDA is
     there; default: ask `cuda_present`), so every stage reads the same decision.
     """
-    config, _ = load(config_file, overrides)
+    config = build(merged(config_file, overrides))
     if config.device == "auto":
         cuda = cuda_present() if cuda is None else cuda
         overrides = [*overrides, {"device": "cuda" if cuda else "cpu"}]
-        config, _ = load(config_file, overrides)
+        config = build(merged(config_file, overrides))
     source = "default" if config_file is None else str(config_file)
     if config_file is None and config.device == "cpu":
-        config, _ = load(CPU_PRESET, overrides)
+        config = build(merged(CPU_PRESET, overrides))
         source = "cpu-preset"
     # The checked values (3e-4, not the string "3e-4"), so that equal settings are equal.
     return Resolved(config, config.to_dict(), source)

@@ -37,14 +37,20 @@ class DiskFullError(ProjectError, OSError):
         return str(self.strerror)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], size: int | None = None) -> None:
+def atomic_write(
+    path: Path,
+    write: Callable[[IO[bytes]], None],
+    size: int | None = None,
+    durable: bool = True,
+) -> None:
     """Call `write(handle)` on a temporary file, fsync it, then rename it onto `path`.
 
     `size`, the number of bytes to be written when the caller knows it, goes into the
-    message of the DiskFullError raised when the disk (or quota) is full.
+    message of the DiskFullError raised when the disk (or quota) is full. `durable` False
+    leaves the fsync out (for a file that is derived again at every start).
     """
     try:
-        _write_and_rename(path, write)
+        _write_and_rename(path, write, durable)
     except OSError as error:
         if error.errno not in _DISK_FULL:
             raise
@@ -59,14 +65,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], size: int | Non
         raise DiskFullError(error.errno, message, str(path)) from error
 
 
-def _write_and_rename(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _write_and_rename(path: Path, write: Callable[[IO[bytes]], None], durable: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -104,9 +111,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_text_if_changed(path: Path, text: str) -> None:
-    """Write `text` unless the file already holds it, so that its mtime marks real changes."""
+    """Write `text` unless the file already holds it, so that its mtime marks real changes.
+
+    For records that reads.py derives again before every workflow run (thousands for a
+    sweep): renamed into place whole, but not fsynced; one that a crash left empty differs
+    from its text at the next start, and is written again.
+    """
     if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        write_text(path, text)
+        data = text.encode("utf-8")
+        atomic_write(path, lambda handle: handle.write(data), size=len(data), durable=False)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -274,12 +275,18 @@ def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Confi
     return config
 
 
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints, once for each class (it evaluates every annotation)."""
+    return typing.get_type_hints(cls)
+
+
 def _to_dataclass(
     cls: type, raw: dict[str, Any], prefix: str, wanted: tuple[str, ...] | None = None
 ) -> Any:
     fields = dataclasses.fields(cls)
     reject_unknown(raw, [field.name for field in fields], prefix)
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     values = {}
     for field in fields:
         dotted = f"{prefix}{field.name}"

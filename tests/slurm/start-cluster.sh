@@ -4,7 +4,7 @@
 # root (CI does):
 #
 #   tests/slurm/start-cluster.sh          # install if needed, configure, start, wait
-#   tests/slurm/start-cluster.sh stop     # stop the daemons this script started
+#   tests/slurm/start-cluster.sh stop     # stop the daemons it started, remove its files
 #   tests/slurm/start-cluster.sh status   # sinfo and which daemons run
 #
 # The node has CPUs=2 and two GPUs declared as `Gres=gpu:2`. THESE GPUS ARE A FAKE: no GPU
@@ -276,6 +276,13 @@ stop() {
         stop_pid munged /run/munge/munged.pid
         rm -f "$STATE/run/munged.ours"
     fi
+    # And the files it wrote: with a slurm.conf whose controller is down, every `scontrol`
+    # waits about 9 s for an answer, and so does every snakemake start (the SLURM executor
+    # plugin asks `scontrol show config` for MinJobAge when it loads). start writes them anew.
+    local file
+    for file in slurm.conf gres.conf cgroup.conf slurmdbd.conf; do
+        if grep -qsF "$MARKER" "$CONF/$file"; then rm -f "$CONF/$file"; fi
+    done
 }
 
 status() {

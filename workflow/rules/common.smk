@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +19,10 @@ RESULTS = "results"
 RUN = "results/{run}/seed{seed}"
 DATA = "results/data/{data}"
 with open(SCHEMA, encoding="utf-8") as schema:
-    RUN_NAME = yaml.safe_load(schema)["properties"]["runs"]["propertyNames"]["pattern"]
+    RUN_NAME = yaml.safe_load(schema)["$defs"]["run_name"]["pattern"]
+SCRIPTS = Path("workflow/scripts")
+sys.path.insert(0, str(SCRIPTS))
+from sweep import SweepError, sweep_runs
 
 
 wildcard_constraints:
@@ -44,10 +46,37 @@ def gpu_job_threads(wildcards):
     return max(1, global_resource("_cores", ALL_CORES) // global_resource("gpu", 1))
 
 
+def configured_runs():
+    """The runs listed under `runs:`, then those of the `sweep:`, by name."""
+    # `base:` with nothing after it is null in YAML: no settings.
+    listed = {name: run or {} for name, run in config["runs"].items()}
+    try:
+        swept = sweep_runs(config.get("sweep"))
+    except SweepError as error:
+        raise WorkflowError(str(error)) from None
+    both = sorted(set(listed) & set(swept))
+    if both:
+        raise WorkflowError(
+            f"runs: {', '.join(both)} is listed and swept; rename it or set sweep.prefix"
+        )
+    runs = {**listed, **swept}
+    if not runs:
+        raise WorkflowError("no runs: list one under `runs:` or give a `sweep:`")
+    return runs
+
+
+RUNS = configured_runs()
+# The run that every other is compared with in results/summary.md: the first by default.
+BASELINE = config.get("baseline") or next(iter(RUNS))
+if BASELINE not in RUNS:
+    raise WorkflowError(
+        f"baseline: {BASELINE} is no run; name one of: {', '.join(list(RUNS)[:10])}"
+    )
+
+
 def run_pairs():
     """(run name, seed, run settings) of every configured run and seed."""
-    for name, run in config["runs"].items():
-        run = run or {}  # `base:` with nothing after it is null in YAML: no settings
+    for name, run in RUNS.items():
         for seed in run.get("seeds", config["seeds"]):
             yield name, seed, run
 
@@ -109,11 +138,16 @@ PRODUCER = {name: stage for stage, read in STAGES.items() for name in read["outp
 PLANNED_INPUTS = {"config", "code", "source"}
 
 
+# A sweep of a thousand runs has thousands of jobs: Snakemake calls an input function once
+# for each job, so a file that a pattern can name is given as a pattern.
+FIRST_RUN = next(iter(READS["runs"].values()))
+
+
 def stage_config(stage):
-    """The config file of `stage` for the job's (run, seed)."""
-    return lambda wildcards: READS["runs"][config_dir(wildcards.run, wildcards.seed)][
-        "configs"
-    ][stage]
+    """The config file of `stage` for the job's (run, seed): reads.py names it alike in
+    every run's config folder.
+    """
+    return f"{config_dir('{run}', '{seed}')}/{Path(FIRST_RUN['configs'][stage]).name}"
 
 
 def data_dir(wildcards):
@@ -122,12 +156,18 @@ def data_dir(wildcards):
 
 
 def in_data(pattern):
-    """A file of DATA (a pattern with {data}) for the job's (run, seed)."""
+    """A file of DATA (a pattern with {data}) for the job's (run, seed): a plain path when
+    every run has the same data (one folder), else a function of the job's run.
+    """
+    if len(READS["data"]) == 1:
+        return pattern.replace(DATA, FIRST_RUN["data"])
     return lambda wildcards: pattern.replace(DATA, data_dir(wildcards))
 
 
 def job_files(*patterns):
     """Files of RUN and of DATA, for the job's (run, seed)."""
+    if len(READS["data"]) == 1:
+        return [in_data(pattern) for pattern in patterns]
     return lambda wildcards: [
         in_data(pattern)(wildcards).format(run=wildcards.run, seed=wildcards.seed)
         for pattern in patterns
@@ -157,17 +197,30 @@ def stage_file(name):
     return f"{RUN}/{path}"
 
 
+def job_wildcards(pattern):
+    """The wildcards of every job whose outputs match `pattern`: each data folder, or
+    each configured (run, seed).
+    """
+    if DATA in pattern:
+        return [{"data": Path(folder).name} for folder in READS["data"]]
+    return [{"run": run, "seed": seed} for run, seed, _ in run_pairs()]
+
+
 def every_output(*proxies):
-    """Every output of these rules, for every configured (run, seed) and data folder: the
-    targets of the default run, so that a missing result is rebuilt, not overlooked.
+    """The targets of the default run, so that a missing result is rebuilt, not overlooked:
+    for every job of these rules, its first output, and its missing ones when the first is
+    there. Snakemake reruns a job for a missing output only when that file is wanted, and a
+    job whose first output is missing runs anyway: a sweep's dry run is spared tens of
+    thousands of targets.
     """
     outputs = []
     for proxy in proxies:
-        for pattern in proxy.output:
-            if DATA in pattern:
-                outputs += [pattern.replace(DATA, folder) for folder in READS["data"]]
-            else:
-                outputs += every_run(pattern)
+        first, *rest = proxy.output
+        for wildcards in job_wildcards(first):
+            outputs.append(first.format(**wildcards))
+            if os.path.exists(outputs[-1]):
+                files = (pattern.format(**wildcards) for pattern in rest)
+                outputs += [file for file in files if not os.path.exists(file)]
     return outputs
 
 
@@ -235,11 +288,8 @@ def check_declarations(rules):
 
 def train_devices(wildcards):
     """train.devices of the job's run: the GPUs its train job asks for (torchrun, DDP)."""
-    with open(stage_config("train")(wildcards), encoding="utf-8") as handle:
+    with open(stage_config("train").format(**wildcards), encoding="utf-8") as handle:
         return json.load(handle)["train"]["devices"]
-
-
-SCRIPTS = Path("workflow/scripts")
 
 
 def script_imports(entry):
@@ -262,16 +312,16 @@ def script_imports(entry):
     return sorted(str(SCRIPTS / file) for file in found)
 
 
-NOT_FILE_OPTIONS = ("config", "code", "gpu")
-
-
-def file_options(wildcards, input, output):
-    """run.py's file options from the rule's named inputs and outputs: `--best PATH` ..."""
-    named = [*input.items(), *output.items()]
+def file_options(stage):
+    """run.py's file options for the stage's declared files, `--best {output.best:q} ...`,
+    filled in by Snakemake from the rule's named inputs and outputs (check_declarations
+    holds those to the declaration).
+    """
+    declared = STAGES[stage]
+    named = [("input", n) for n in declared["inputs"]]
+    named += [("output", n) for n in declared["outputs"]]
     return " ".join(
-        f"--{name.replace('_', '-')} {shlex.quote(path)}"
-        for name, path in named
-        if name not in NOT_FILE_OPTIONS
+        f"--{name.replace('_', '-')} {{{kind}.{name}:q}}" for kind, name in named
     )
 
 

@@ -14,11 +14,11 @@ rule evaluate:
     resources:
         gpu=1,
     params:
-        files=file_options,
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py evaluate --stage-config {input.config} {params.files}"
+        " python project/run.py evaluate --stage-config {input.config}"
+        f" {file_options('evaluate')}"
         " > {log} 2>&1"
 
 
@@ -42,9 +42,9 @@ rule sample:
     resources:
         gpu=1,
     params:
-        files=file_options,
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py sample --stage-config {input.config} {params.files}"
+        " python project/run.py sample --stage-config {input.config}"
+        f" {file_options('sample')}"
         " > {log} 2>&1"

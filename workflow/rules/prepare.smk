@@ -10,8 +10,7 @@ rule prepare:
         f"{DATA}/logs/prepare.log",
     benchmark:
         f"{DATA}/benchmarks/prepare.tsv"
-    params:
-        files=file_options,
     shell:
-        "python project/run.py prepare --stage-config {input.config} {params.files}"
+        "python project/run.py prepare --stage-config {input.config} --source {input.source:q}"
+        f" {file_options('prepare')}"
         " > {log} 2>&1"

@@ -70,5 +70,6 @@ rule summary:
     params:
         runs=[run for run, _, _ in run_pairs()],
         seeds=[seed for _, seed, _ in run_pairs()],
+        baseline=BASELINE,
     script:
         "../scripts/summarize.py"

@@ -17,12 +17,12 @@ rule train:
     resources:
         gpu=train_devices,
     params:
-        files=file_options,
         work_dir=f"{RUN}/train.resume",
         # Training's progress goes to its log and, with this label, to the console.
         label="{run}/seed{seed} train",
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} --"
-        " python project/run.py train --resume restart-on-change --stage-config {input.config} {params.files}"
+        " python project/run.py train --resume restart-on-change --stage-config {input.config}"
+        f" {file_options('train')}"
         " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

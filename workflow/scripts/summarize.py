@@ -1,11 +1,13 @@
-"""Compare runs across seeds: `results/summary.md` (a table) and `results/summary.png`.
+"""Compare runs across seeds: `results/summary.md` (tables) and `results/summary.png`.
 
 A Snakemake script (rule `summary`, `script:` directive). Its input lists hold the
 `metrics.json`, `train_summary.json` and `monitor/train.json` of every (run, seed), its
-params the run name and seed of each, all in the same order. Each run's row gives the
-mean ± sample standard deviation over its seeds: of every metrics.json figure marked
-`summary` (a column each, named and formatted as the figure says), then of the training
-figures.
+params the run name and seed of each, all in the same order, and the baseline run. The first
+table gives each run's mean ± sample standard deviation over its seeds: of every
+metrics.json figure marked `summary` (a column each, named and formatted as the figure
+says), then of the training figures. The next give each summary figure's 95 % interval of
+the mean per run, then each run against the baseline: the difference, its 95 % interval and
+a p-value (comparison.py), or why no claim can be made; a reading guide follows.
 
 No `from __future__` import: Snakemake puts its preamble above the script's first line.
 """
@@ -20,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display (clusters, containers, CI)
 import matplotlib.pyplot as plt
 
+from comparison import FEW_SEEDS, MIN_SEEDS, Comparison, Estimate, compare, estimate
 from make_report import read_json, write_text
 from report_plots import MIB, save
 from report_sections import formatted, heading, table
@@ -30,7 +33,39 @@ TRAINING_HEADERS = [
     "Steps/s",
     "Peak GPU memory (MiB)",
 ]
+INTERVAL_HEADERS = ["Run", "Figure", "n", "Mean", "sd", "95 % CI of the mean"]
+COMPARISON_HEADERS = [
+    "Run",
+    "Figure",
+    "n (run, baseline)",
+    "Difference (run − baseline)",
+    "95 % CI of the difference",
+    "p",
+    "Test",
+]
 NO_GPU = "n/a (no GPU)"
+READING_GUIDE = f"""\
+## Reading the comparison
+
+- **95 % CI of the mean**: Student's t interval over the run's seeds (n − 1 degrees of
+  freedom). Repeated with new seeds, 95 % of such intervals would cover the run's true
+  mean (its mean over all seeds). It shows seed-to-seed variation only: the data, the
+  split and the settings are fixed.
+- **Difference**: the run's mean minus the baseline's, in the figure's unit (whether
+  higher or lower is better depends on the figure). Its 95 % CI covers the true difference
+  with 95 % confidence; when it excludes 0, p < 0.05.
+- **p**: two-sided; how often a difference at least this large would arise by chance if
+  the two runs had the same true mean. A large p says the seeds cannot tell the runs
+  apart, not that they are equal. Each p holds for its own comparison (a row), with no
+  multiple-comparison correction: of k rows where the runs do not differ, about 0.05·k
+  still fall below 0.05 by chance (for a family-wise 5 %, compare each p with 0.05 / k).
+- **Test**: the paired t-test on the per-seed differences when both runs have exactly the
+  same seeds (a seed fixes the initialisation and the batch order), Welch's t-test
+  (unequal variances) otherwise; then t and its degrees of freedom (df).
+- **{FEW_SEEDS}**: below {MIN_SEEDS} seeds in a run (in either run, for a comparison) the
+  standard deviation rests on at most one degree of freedom, too little for an interval
+  or a test, so no number is given. Add seeds (`seeds:` in config/config.yaml) for one.
+"""
 
 
 @dataclass(frozen=True)
@@ -86,7 +121,16 @@ def group_by_run(results: list[SeedResult]) -> dict[str, list[SeedResult]]:
     return groups
 
 
-# -- the table -----------------------------------------------------------------------
+def baseline_run(groups: dict[str, list[SeedResult]], baseline: str | None) -> str:
+    """The run the others are compared with: `baseline`, or the first run when it is None."""
+    if baseline is None:
+        return next(iter(groups))
+    if baseline not in groups:
+        raise ValueError(f"baseline {baseline!r} is none of the runs: {', '.join(groups)}")
+    return baseline
+
+
+# -- the table of means --------------------------------------------------------------
 
 
 def columns(results: list[SeedResult]) -> list[dict[str, Any]]:
@@ -97,6 +141,11 @@ def columns(results: list[SeedResult]) -> list[dict[str, Any]]:
 def seed_values(results: list[SeedResult], name: str) -> list[float]:
     """A summary figure's value in each result."""
     return [r.figures[name]["value"] for r in results]
+
+
+def by_seed(results: list[SeedResult], name: str) -> dict[str, float]:
+    """A summary figure's value by seed."""
+    return {r.seed: r.figures[name]["value"] for r in results}
 
 
 def mean_sd(values: list[float], spec: str) -> str:
@@ -142,60 +191,177 @@ def footnote(results: list[SeedResult]) -> str:
     return note + (f" No GPU figure: {'; '.join(reasons)}." if reasons else "")
 
 
-def summary_markdown(results: list[SeedResult]) -> str:
+# -- the intervals and the comparison ------------------------------------------------
+
+
+def interval(low: float | None, high: float | None, spec: str) -> str:
+    """`[low, high]` in a format spec; FEW_SEEDS where there is no interval."""
+    if low is None or high is None:
+        return FEW_SEEDS
+    return f"[{formatted(low, spec)}, {formatted(high, spec)}]"
+
+
+def run_label(run: str, baseline: str) -> str:
+    return f"{run} (baseline)" if run == baseline else run
+
+
+def interval_rows(
+    groups: dict[str, list[SeedResult]], figures: list[dict[str, Any]], baseline: str
+) -> list[list[str]]:
+    """A row per summary figure and run: n, mean, sd and the 95 % interval of the mean."""
+    rows = []
+    for figure in figures:
+        for run, group in groups.items():
+            shown = estimate(seed_values(group, figure["name"]))
+            spec = figure["format"]
+            rows.append(
+                [
+                    run_label(run, baseline),
+                    heading(figure),
+                    str(shown.n),
+                    formatted(shown.mean, spec),
+                    "n/a (one seed)" if shown.sd is None else formatted(shown.sd, spec),
+                    interval(shown.low, shown.high, spec),
+                ]
+            )
+    return rows
+
+
+def comparison_cells(result: Comparison, spec: str) -> list[str]:
+    """Difference, its interval, p and the test, or the reason for no claim in their place."""
+    if result.reason is not None:
+        return [result.reason, result.reason, result.reason, f"{result.test}: not run"]
+    return [
+        formatted(result.difference, spec),
+        interval(result.low, result.high, spec),
+        p_value(result.p),
+        f"{result.test}, t = {result.t:.2f}, df = {result.df:.3g}",
+    ]
+
+
+def p_value(p: float | None) -> str:
+    return formatted(p, ".3f") if p is None or p >= 0.001 else "< 0.001"
+
+
+def comparison_rows(
+    groups: dict[str, list[SeedResult]], figures: list[dict[str, Any]], baseline: str
+) -> list[list[str]]:
+    """A row per summary figure and run other than the baseline."""
+    rows = []
+    for figure in figures:
+        reference = by_seed(groups[baseline], figure["name"])
+        for run, group in groups.items():
+            if run == baseline:
+                continue
+            result = compare(by_seed(group, figure["name"]), reference)
+            rows.append(
+                [
+                    run,
+                    heading(figure),
+                    f"{result.n_run}, {result.n_baseline}",
+                    *comparison_cells(result, figure["format"]),
+                ]
+            )
+    return rows
+
+
+def comparison_section(
+    groups: dict[str, list[SeedResult]], figures: list[dict[str, Any]], baseline: str
+) -> str:
+    """The table of every run against the baseline, or one sentence where none can be made."""
+    title = f"## Each run against the baseline, {baseline}\n\n"
+    if len(groups) == 1:
+        return f"{title}Only one run: nothing to compare it with."
+    counts = {run: len(group) for run, group in groups.items()}
+    others = [n for run, n in counts.items() if run != baseline]
+    if counts[baseline] < MIN_SEEDS or max(others) < MIN_SEEDS:
+        seeds = ", ".join(f"{run} {n}" for run, n in counts.items())
+        return (
+            f"{title}No claim is possible: a comparison needs at least {MIN_SEEDS} seeds in "
+            f"both runs (seeds per run: {seeds})."
+        )
+    return title + table(comparison_rows(groups, figures, baseline), COMPARISON_HEADERS)
+
+
+def summary_markdown(results: list[SeedResult], baseline: str | None = None) -> str:
+    """The whole summary.md; `baseline` None: the first run."""
+    groups = group_by_run(results)
+    base = baseline_run(groups, baseline)
     figures = columns(results)
-    rows = [summary_row(run, group, figures) for run, group in group_by_run(results).items()]
+    rows = [summary_row(run, group, figures) for run, group in groups.items()]
     headers = ["Run", "n", "Seeds", *(heading(f) for f in figures), *TRAINING_HEADERS]
-    return f"# Summary across runs and seeds\n\n{table(rows, headers)}\n\n{footnote(results)}\n"
+    intervals = table(interval_rows(groups, figures, base), INTERVAL_HEADERS)
+    return (
+        f"# Summary across runs and seeds\n\n{table(rows, headers)}\n\n{footnote(results)}\n\n"
+        f"## 95 % interval of each run's mean\n\n{intervals}\n\n"
+        f"{comparison_section(groups, figures, base)}\n\n{READING_GUIDE}"
+    )
 
 
 # -- the plot ------------------------------------------------------------------------
 
 
-def plot_summary(results: list[SeedResult], path: Path) -> None:
-    """Each summary figure per run, a panel each: mean ± sd as an error bar, each seed as a
-    point.
+def plot_summary(results: list[SeedResult], path: Path, baseline: str | None = None) -> None:
+    """Each summary figure per run, a panel each: the mean with its 95 % interval as an error
+    bar (none below MIN_SEEDS seeds), each seed as a point, the baseline's interval (or its
+    mean) across the panel.
     """
     groups = group_by_run(results)
+    base = baseline_run(groups, baseline)
     figures = columns(results)
     width = max(4.0, 1.2 * len(groups) + 2)
     figure, panels = plt.subplots(
         1, len(figures), squeeze=False, figsize=(width * len(figures), 4.5)
     )
     for axes, shown in zip(panels[0], figures, strict=True):
-        draw_panel(axes, groups, shown)
+        draw_panel(axes, groups, shown, base)
     save(figure, path)
 
 
-def draw_panel(axes: Any, groups: dict[str, list[SeedResult]], shown: dict[str, Any]) -> None:
+def draw_panel(
+    axes: Any, groups: dict[str, list[SeedResult]], shown: dict[str, Any], baseline: str
+) -> None:
+    draw_baseline(axes, estimate(seed_values(groups[baseline], shown["name"])))
     for x, group in enumerate(groups.values()):
-        points = seed_values(group, shown["name"])
-        sd = statistics.stdev(points) if len(points) > 1 else None  # no bar for one seed
-        first = x == 0  # label once, so the legend has one entry of each
-        axes.errorbar(
-            x,
-            statistics.mean(points),
-            yerr=sd,
-            fmt="s",
-            color="C0",
-            capsize=6,
-            label="mean ± sd over seeds" if first else None,
-        )
-        axes.plot(
-            [x + 0.15] * len(points),
-            points,
-            "o",
-            color="C3",
-            mfc="none",
-            label="one seed" if first else None,
-        )
-    axes.set_xticks(range(len(groups)), list(groups))
+        draw_run(axes, x, seed_values(group, shown["name"]))
+    # Slanted: a sweep's run names are long.
+    labels = [run_label(run, baseline) for run in groups]
+    axes.set_xticks(range(len(groups)), labels, rotation=25, ha="right")
     axes.set_xlim(-0.6, len(groups) - 0.4)
     axes.set_xlabel("run")
     axes.set_ylabel(heading(shown))
     axes.set_title(f"{shown['label']} across seeds")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend()
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one legend entry of each
+    axes.legend(unique.values(), unique.keys(), fontsize="small")
+
+
+def draw_baseline(axes: Any, base: Estimate) -> None:
+    """The baseline's 95 % interval as a band across the panel, its mean as a dashed line."""
+    if base.low is not None:
+        axes.axhspan(base.low, base.high, color="C0", alpha=0.12, label="baseline's 95 % CI")
+    axes.axhline(base.mean, color="C0", lw=0.8, ls="--", label="baseline's mean")
+
+
+def draw_run(axes: Any, x: int, points: list[float]) -> None:
+    shown = estimate(points)
+    if shown.low is None:  # too few seeds for an interval: a hollow mean, no bar
+        axes.plot(
+            x, shown.mean, "s", color="C0", mfc="none", label=f"mean, no interval (n < {MIN_SEEDS})"
+        )
+    else:
+        below, above = shown.mean - shown.low, shown.high - shown.mean
+        axes.errorbar(
+            x,
+            shown.mean,
+            yerr=[[below], [above]],
+            fmt="s",
+            color="C0",
+            capsize=6,
+            label="mean, 95 % CI (Student t)",
+        )
+    axes.plot([x + 0.15] * len(points), points, "o", color="C3", mfc="none", label="one seed")
 
 
 # -- writing -------------------------------------------------------------------------
@@ -203,8 +369,8 @@ def draw_panel(axes: Any, groups: dict[str, list[SeedResult]], shown: dict[str, 
 
 def main(inputs: Any, outputs: Any, params: Any) -> None:
     results = load_results(inputs, params)
-    write_text(Path(outputs.table), summary_markdown(results))
-    plot_summary(results, Path(outputs.plot))
+    write_text(Path(outputs.table), summary_markdown(results, params.baseline))
+    plot_summary(results, Path(outputs.plot), params.baseline)
 
 
 if "snakemake" in globals():

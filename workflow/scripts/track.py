@@ -1,0 +1,240 @@
+"""Log one (run, seed) to MLflow: its resolved configuration as params, its training curves
+as step series, its final metrics, stage costs and NVML peak, tags that say where it came
+from, and its report, plots and sample as artefacts.
+
+A Snakemake script (rule `track`, on with `tracking: mlflow` in config/config.yaml). It
+reads the files its rule gives it in `snakemake.input` and writes, last,
+`snakemake.output.tracking`: the MLflow run id, its experiment's name and id, the tracking
+URI. The store is the SQLite file `params.store` with artefacts in `params.artifacts`,
+unless MLFLOW_TRACKING_URI names another (a team server). Each MLflow run carries the tag
+KEY_TAG, "<run>/seed<seed>": a rerun of a (run, seed) logs a new MLflow run, then deletes
+the older ones with its key.
+
+mlflow is imported here alone (requirements-tracking.txt): the rest of the workflow runs
+without it.
+
+No `from __future__` import: Snakemake puts its preamble above the script's first line.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from make_report import read_json, read_jsonl, write_text
+from report_sections import container_image, git_state
+
+KEY_TAG = "chargpt.key"
+# (kind, field) of a train_log.jsonl record -> the MLflow metric that follows it by step.
+SERIES = {
+    ("train", "loss"): "train/loss",
+    ("train", "lr"): "train/lr",
+    ("val", "val_loss"): "val/loss",
+}
+# MLflow's defaults, unless the environment sets them: no telemetry, no INFO lines, and an
+# unreachable server fails the job in seconds (2 retries), not minutes (7).
+MLFLOW_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+}
+
+
+# -- what is logged ------------------------------------------------------------------
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested sections as dotted keys ({"model": {"n_layer": 2}} -> {"model.n_layer": "2"})."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def step_series(log: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """The SERIES of a training log: (step, value) pairs, in the log's order."""
+    series: dict[str, list[tuple[int, float]]] = {name: [] for name in SERIES.values()}
+    for record in log:
+        for (kind, field), name in SERIES.items():
+            if record["kind"] == kind:
+                series[name].append((record["step"], record[field]))
+    return series
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def final_metrics(
+    metrics: dict[str, Any], costs: list[dict[str, Any]], monitor: dict[str, Any]
+) -> dict[str, float]:
+    """metrics.json's figures (`eval/<name>`), each stage's numeric cost figures
+    (`cost/<stage>/<field>`) and, where NVML saw a GPU, training's peak job memory.
+    """
+    final = {f"eval/{figure['name']}": figure["value"] for figure in metrics["figures"]}
+    for cost in costs:
+        final.update({f"cost/{cost['stage']}/{k}": v for k, v in cost.items() if is_number(v)})
+    peak = monitor.get("peak_job_memory_bytes")
+    if monitor.get("gpu_available") and peak is not None:
+        final["gpu/train_peak_job_memory_bytes"] = peak
+    return final
+
+
+def run_tags(params: Any, train_code: dict[str, Any]) -> dict[str, str]:
+    """Where the run came from: its key, the commit and whether the tree had changes, the
+    image, the training code's fingerprint.
+    """
+    commit, dirty = git_state()
+    return {
+        KEY_TAG: f"{params.run}/seed{params.seed}",
+        "chargpt.run": params.run,
+        "chargpt.seed": str(params.seed),
+        "chargpt.git_commit": commit,
+        "chargpt.git_uncommitted_changes": dirty,
+        "chargpt.container": params.container,
+        "chargpt.ran_in": container_image(params),
+        "chargpt.train_code": train_code["fingerprint"],
+    }
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one (run, seed) logs, read from its files before MLflow is touched."""
+
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: list[tuple[str, float, int]]  # (name, value, step)
+
+
+def read_record(inputs: Any, params: Any) -> Record:
+    """The record of the rule's input files (the final metrics at step 0)."""
+    series = step_series(read_jsonl(inputs.train_log))
+    finals = final_metrics(
+        read_json(inputs.metrics),
+        [read_json(path) for path in inputs.costs],
+        read_json(inputs.monitor),
+    )
+    return Record(
+        tags=run_tags(params, read_json(inputs.train_code)),
+        params=flatten(read_json(inputs.resolved)["config"]),
+        metrics=[(name, value, step) for name, points in series.items() for step, value in points]
+        + [(name, value, 0) for name, value in finals.items()],
+    )
+
+
+def store_location(params: Any) -> tuple[str, str | None]:
+    """The tracking URI, and where a new experiment keeps its artefacts: MLFLOW_TRACKING_URI
+    and the server's own choice (None), else the SQLite file `params.store` and the folder
+    `params.artifacts` (absolute URIs).
+    """
+    server = os.environ.get("MLFLOW_TRACKING_URI")
+    if server:
+        return server, None
+    local = Path(params.store).resolve()
+    return f"sqlite:///{local}", Path(params.artifacts).resolve().as_uri()
+
+
+# -- MLflow --------------------------------------------------------------------------
+
+
+def import_mlflow() -> Any:
+    """The mlflow package, configured by MLFLOW_ENV; without it, one line on what to install."""
+    for name, value in MLFLOW_ENV.items():
+        os.environ.setdefault(name, value)
+    try:
+        import mlflow
+    except ImportError:
+        raise SystemExit(
+            "error: `tracking: mlflow` needs the mlflow package: "
+            "pip install -r requirements-tracking.txt"
+        ) from None
+    return mlflow
+
+
+@contextlib.contextmanager
+def one_job_at_a_time(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock`: SQLite takes one writer at a time, and the first
+    job creates the store's tables and the experiment.
+    """
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def experiment_id(client: Any, name: str, artifacts: str | None) -> str:
+    """The experiment `name`, created (artefacts under `artifacts`) if it is new."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def log_run(mlflow: Any, client: Any, experiment: str, record: Record, inputs: Any) -> str:
+    """A new MLflow run with the record and the artefacts; then the older runs of its key
+    go. If logging fails, the new run goes instead and the store is as it was.
+    """
+    key = record.tags[KEY_TAG]
+    older = client.search_runs([experiment], f"tags.`{KEY_TAG}` = '{key}'")
+    run_id = client.create_run(experiment, run_name=key, tags=record.tags).info.run_id
+    now = int(time.time() * 1000)
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[
+                mlflow.entities.Metric(name, value, now, step)
+                for name, value, step in record.metrics
+            ],
+            params=[mlflow.entities.Param(k, v) for k, v in record.params.items()],
+        )
+        client.log_artifact(run_id, inputs.report)
+        client.log_artifact(run_id, inputs.samples)
+        for plot in sorted(Path(inputs.plots).glob("*.png")):  # not Snakemake's marker
+            client.log_artifact(run_id, str(plot), "plots")
+    except (mlflow.exceptions.MlflowException, OSError):
+        client.delete_run(run_id)
+        raise
+    client.set_terminated(run_id)
+    for run in older:
+        client.delete_run(run.info.run_id)
+    return run_id
+
+
+def main(inputs: Any, outputs: Any, params: Any) -> dict[str, str]:
+    """Log the (run, seed), then write outputs.tracking; returns what it wrote."""
+    mlflow = import_mlflow()
+    record = read_record(inputs, params)
+    uri, artifacts = store_location(params)
+    try:
+        with one_job_at_a_time(Path(params.store).with_suffix(".lock")):
+            client = mlflow.MlflowClient(uri)
+            experiment = experiment_id(client, params.experiment, artifacts)
+            run_id = log_run(mlflow, client, experiment, record, inputs)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise SystemExit(
+            f"error: MLflow tracking at {uri} failed: {' '.join(str(error).split())}; "
+            "the training results are untouched; set MLFLOW_TRACKING_URI to a reachable "
+            "server, or unset it for the local store, and run snakemake again"
+        ) from None
+    tracked = {
+        "run_id": run_id,
+        "experiment": params.experiment,
+        "experiment_id": experiment,
+        "tracking_uri": uri,
+    }
+    write_text(Path(outputs.tracking), json.dumps(tracked, indent=2) + "\n")
+    return tracked
+
+
+if "snakemake" in globals():
+    tracked = main(snakemake.input, snakemake.output, snakemake.params)  # noqa: F821
+    write_text(Path(snakemake.log[0]), f"logged MLflow run {tracked['run_id']}\n")  # noqa: F821
