@@ -78,6 +78,14 @@ def test_a_sweep_carries_its_own_overrides_seeds_and_prefix() -> None:
     }
 
 
+def test_a_number_written_as_text_is_named_as_the_number() -> None:
+    """PyYAML reads `1e-3` (no dot) as a string: the point keeps its name all the same."""
+    as_text = yaml.safe_load("grid: {train.lr: [1e-3], model.n_layer: ['2']}")
+    assert set(sweep_runs(as_text)) == set(
+        sweep_runs({"grid": {"train.lr": [1.0e-3], "model.n_layer": [2]}})
+    )
+
+
 def test_keys_that_share_their_last_part_are_named_in_full() -> None:
     names = set(sweep_runs({"grid": {"train.batch_size": [8], "eval.batch_size": [16]}}))
     assert names == {"sweep_eval-batch_size-16_train-batch_size-8"}

@@ -15,6 +15,7 @@ Imported by workflow/rules/common.smk (and by the tests); the schema checks the 
 shape, this module the rest (clashing names, keys in both grid and sample).
 """
 
+import contextlib
 import itertools
 import math
 import random
@@ -31,13 +32,26 @@ class SweepError(ValueError):
 
 
 def value_text(value: Any) -> str:
-    """A value as it appears in a run name: no dots, no plus signs, negatives with `m`."""
+    """A value as it appears in a run name: no dots, no plus signs, negatives with `m`. A
+    number written as text names the run as the number does (PyYAML reads `1e-3`, with no
+    dot, as a string; the project converts it).
+    """
+    if isinstance(value, str):
+        value = as_number(value)
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int | float):
         sign = "m" if value < 0 else ""
         return sign + repr(abs(value)).replace(".", "p").replace("+", "")
     return UNSAFE.sub("-", str(value)).strip("-") or "empty"
+
+
+def as_number(text: str) -> Any:
+    """`text` as an int or a float where it spells one, else `text` itself."""
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
