@@ -137,14 +137,27 @@ def trainer_of(workflow: subprocess.Popen[bytes]) -> psutil.Process | None:
     return None
 
 
+# A terminal starts a command with the stop signals at their defaults; a test run started in the
+# background (`nohup pytest &`, a CI runner) would hand it SIGINT and SIGHUP ignored, and a
+# workflow rightly ignores what it was started to ignore.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def as_from_a_terminal() -> None:
+    """In the child before exec: the stop signals back at their defaults."""
+    for number in TERMINAL_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+
+
 def run_and_stop(
     repo: Path,
     ready: Callable[[], bool],
     stop: Callable[[subprocess.Popen[bytes], psutil.Process], None],
 ) -> tuple[int, psutil.Process]:
-    """Start `snakemake --cores 2` in a process group of its own (as a terminal runs a
-    command: `os.killpg(pid, ...)` is Ctrl-C); once its training process runs and `ready()`
-    holds, call stop(snakemake, training). Returns Snakemake's exit code and the training.
+    """Start `snakemake --cores 2` in a process group of its own with the stop signals at
+    their defaults (as a terminal runs a command: `os.killpg(pid, ...)` is Ctrl-C); once its
+    training process runs and `ready()` holds, call stop(snakemake, training). Returns
+    Snakemake's exit code and the training.
     """
     with (repo / "snakemake.out").open("w") as out:
         workflow = subprocess.Popen(
@@ -154,6 +167,7 @@ def run_and_stop(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=as_from_a_terminal,
         )
         deadline = time.monotonic() + HANG
         try:
