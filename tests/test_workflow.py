@@ -274,6 +274,9 @@ def test_source_edit_reruns_exactly_its_rules(
         ("results/base/seed1/samples.txt", "sample"),
         ("results/base/seed1/checkpoints/last.pt", "train"),
         ("results/base/seed1/monitor/evaluate.csv", "evaluate"),
+        # Read by the report through its params, not its inputs (a job's other files).
+        ("results/base/seed1/train_log.jsonl", "train"),
+        ("results/base/seed1/benchmarks/sample.tsv", "sample"),
         ("data/manifest.json", "prepare"),  # in the run's data folder
     ],
 )

@@ -42,8 +42,10 @@ def global_resource(name, default):
     return getattr(resource, "value", None) or default
 
 
-def gpu_job_threads(wildcards):
-    return max(1, global_resource("_cores", ALL_CORES) // global_resource("gpu", 1))
+# One number for every GPU job, fixed before any job: a function would run once a job.
+GPU_JOB_THREADS = max(
+    1, global_resource("_cores", ALL_CORES) // global_resource("gpu", 1)
+)
 
 
 def configured_runs():
@@ -81,9 +83,14 @@ def run_pairs():
             yield name, seed, run
 
 
+def run_wildcards():
+    """The wildcards of every configured (run, seed)."""
+    return [{"run": run, "seed": seed} for run, seed, _ in run_pairs()]
+
+
 def every_run(path):
     """`path` (a pattern of RUN) for every configured (run, seed)."""
-    return [path.format(run=run, seed=seed) for run, seed, _ in run_pairs()]
+    return [path.format(**wildcards) for wildcards in run_wildcards()]
 
 
 def config_dir(run, seed):
@@ -145,9 +152,17 @@ FIRST_RUN = next(iter(READS["runs"].values()))
 
 def stage_config(stage):
     """The config file of `stage` for the job's (run, seed): reads.py names it alike in
-    every run's config folder.
+    every run's config folder (checked below).
     """
     return f"{config_dir('{run}', '{seed}')}/{Path(FIRST_RUN['configs'][stage]).name}"
+
+
+for folder, run in READS["runs"].items():
+    for stage, file in run["configs"].items():
+        if file != f"{folder}/{Path(FIRST_RUN['configs'][stage]).name}":
+            raise WorkflowError(
+                f"reads.py wrote {file}, not in {folder} as stage_config says"
+            )
 
 
 def data_dir(wildcards):
@@ -203,19 +218,20 @@ def job_wildcards(pattern):
     """
     if DATA in pattern:
         return [{"data": Path(folder).name} for folder in READS["data"]]
-    return [{"run": run, "seed": seed} for run, seed, _ in run_pairs()]
+    return run_wildcards()
 
 
 def every_output(*proxies):
     """The targets of the default run, so that a missing result is rebuilt, not overlooked:
-    for every job of these rules, its first output, and its missing ones when the first is
-    there. Snakemake reruns a job for a missing output only when that file is wanted, and a
-    job whose first output is missing runs anyway: a sweep's dry run is spared tens of
-    thousands of targets.
+    for every job of these rules, its first output, and its missing ones (its benchmark
+    file too) when the first is there. Snakemake reruns a job for a missing output only
+    when that file is wanted, and a job whose first output is missing runs anyway: a
+    sweep's dry run is spared tens of thousands of targets.
     """
     outputs = []
     for proxy in proxies:
         first, *rest = proxy.output
+        rest += [proxy.benchmark] if proxy.rule.benchmark else []
         for wildcards in job_wildcards(first):
             outputs.append(first.format(**wildcards))
             if os.path.exists(outputs[-1]):
@@ -286,10 +302,17 @@ def check_declarations(rules):
             )
 
 
-def train_devices(wildcards):
-    """train.devices of the job's run: the GPUs its train job asks for (torchrun, DDP)."""
-    with open(stage_config("train").format(**wildcards), encoding="utf-8") as handle:
-        return json.load(handle)["train"]["devices"]
+def train_devices():
+    """train.devices of each run, the GPUs its train job asks for (torchrun, DDP): one
+    number when every run has the same, else a function of the job's (run, seed).
+    """
+    devices = {}
+    for folder, run in READS["runs"].items():
+        with open(run["configs"]["train"], encoding="utf-8") as handle:
+            devices[folder] = json.load(handle)["train"]["devices"]
+    if len(set(devices.values())) == 1:
+        return next(iter(devices.values()))
+    return lambda wildcards: devices[config_dir(wildcards.run, wildcards.seed)]
 
 
 def script_imports(entry):

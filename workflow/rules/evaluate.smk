@@ -10,7 +10,7 @@ rule evaluate:
         f"{RUN}/logs/evaluate.log",
     benchmark:
         f"{RUN}/benchmarks/evaluate.tsv"
-    threads: gpu_job_threads
+    threads: GPU_JOB_THREADS
     resources:
         gpu=1,
     params:
@@ -38,7 +38,7 @@ rule sample:
         f"{RUN}/logs/sample.log",
     benchmark:
         f"{RUN}/benchmarks/sample.tsv"
-    threads: gpu_job_threads
+    threads: GPU_JOB_THREADS
     resources:
         gpu=1,
     params:

@@ -6,32 +6,19 @@ IN_CONTAINER = (
 )
 
 
+# Snakemake's edges are the cost record of each job that the report reads from, a file that
+# every run of the job writes anew (the others keep their bytes and mtime when their content
+# is the same); `params` names the rest of those jobs' files. `rule all` rebuilds any file
+# that goes missing, so a sweep's DAG holds 9 files a report, not 26 (each file costs
+# Snakemake a lookup, a wildcard match and a stat).
 rule report:
     input:
         resolved=stage_config("resolved"),
-        manifest=in_data(rules.prepare.output.manifest),
-        summary=rules.train.output.summary,
-        train_log=rules.train.output.train_log,
-        metrics=rules.evaluate.output.metrics,
-        checks=rules.evaluate.output.checks,
-        samples=rules.sample.output.samples,
-        samples_meta=rules.sample.output.samples_meta,
         costs=job_files(
             rules.prepare.output.prepare_cost,
             rules.train.output.train_cost,
             rules.evaluate.output.evaluate_cost,
             rules.sample.output.sample_cost,
-        ),
-        monitors=[
-            rules.train.output.gpu,
-            rules.evaluate.output.gpu,
-            rules.sample.output.gpu,
-        ],
-        benchmarks=job_files(
-            rules.prepare.benchmark,
-            rules.train.benchmark,
-            rules.evaluate.benchmark,
-            rules.sample.benchmark,
         ),
         deviations="project/deviations.yaml",
         # The component table: each project module's summary and plan ids (reads.py).
@@ -49,6 +36,24 @@ rule report:
     log:
         f"{RUN}/logs/report.log",
     params:
+        manifest=in_data(rules.prepare.output.manifest),
+        summary=rules.train.output.summary,
+        train_log=rules.train.output.train_log,
+        metrics=rules.evaluate.output.metrics,
+        checks=rules.evaluate.output.checks,
+        samples=rules.sample.output.samples,
+        samples_meta=rules.sample.output.samples_meta,
+        monitors=[
+            *rules.train.output.gpu,
+            *rules.evaluate.output.gpu,
+            *rules.sample.output.gpu,
+        ],
+        benchmarks=job_files(
+            rules.prepare.benchmark,
+            rules.train.benchmark,
+            rules.evaluate.benchmark,
+            rules.sample.benchmark,
+        ),
         container=config["container"],
         container_used=IN_CONTAINER,
         snakemake_version=snakemake_package.__version__,

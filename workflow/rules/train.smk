@@ -13,9 +13,9 @@ rule train:
     # A failed try (a crash, an OOM, a kill) runs again and resumes from the newest
     # checkpoint of the work folder, which Snakemake does not delete: it is no output.
     retries: config["train_retries"]
-    threads: gpu_job_threads
+    threads: GPU_JOB_THREADS
     resources:
-        gpu=train_devices,
+        gpu=train_devices(),
     params:
         work_dir=f"{RUN}/train.resume",
         # Training's progress goes to its log and, with this label, to the console.

@@ -1,10 +1,11 @@
 """Write the implementation report `ml_res.md` (and its plots) from one run's outputs.
 
-A Snakemake script (rule `report`): it reads exactly the files its rule gives it in
-`snakemake.input`: the project's JSON outputs, the stages' cost records, Snakemake's
-benchmark files, the GPU monitor's summaries and series, the resolved configuration,
-`project/deviations.yaml` and the project's component list (`components`: each module's
-path, first docstring line and plan ids); it writes `snakemake.output`. The sections
+A Snakemake script (rule `report`): it reads exactly the files its rule names, in
+`snakemake.input` (each job's cost record, Snakemake's edges) and `snakemake.params` (the
+rest of those jobs' files): the project's JSON outputs, the stages' cost records,
+Snakemake's benchmark files, the GPU monitor's summaries and series, the resolved
+configuration, `project/deviations.yaml` and the project's component list (`components`:
+each module's path, first docstring line and plan ids); it writes `snakemake.output`. The sections
 themselves are built in report_sections.py.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 import yaml
@@ -87,7 +89,9 @@ def by_stage(paths: Iterable[str], suffix: str) -> dict[str, Path]:
 
 
 def build_report(inputs: Any, outputs: Any, params: Any) -> str:
-    """The report's Markdown; draws its plots on the way."""
+    """The report's Markdown; draws its plots on the way. `inputs` are all the files it
+    reads, by name; `params` the rule's other settings.
+    """
     summary = read_json(inputs.summary)
     metrics = read_json(inputs.metrics)
     manifest = read_json(inputs.manifest)
@@ -210,7 +214,8 @@ def write_text(path: Path, text: str) -> None:
 
 def main(smk: Any) -> None:
     out = Path(smk.output.report)
-    write_text(out, build_report(smk.input, smk.output, smk.params))
+    reads = SimpleNamespace(**dict(smk.input.items()), **dict(smk.params.items()))
+    write_text(out, build_report(reads, smk.output, smk.params))
     Path(smk.log[0]).write_text(f"wrote {out}\n", encoding="utf-8")
 
 
