@@ -154,12 +154,15 @@ def stage_config(stage):
     """The config file of `stage` for the job's (run, seed): reads.py names it alike in
     every run's config folder (checked below).
     """
-    return f"{config_dir('{run}', '{seed}')}/{Path(FIRST_RUN['configs'][stage]).name}"
+    return f"{config_dir('{run}', '{seed}')}/{STAGE_CONFIG_NAMES[stage]}"
 
 
+STAGE_CONFIG_NAMES = {
+    stage: Path(file).name for stage, file in FIRST_RUN["configs"].items()
+}
 for folder, run in READS["runs"].items():
     for stage, file in run["configs"].items():
-        if file != f"{folder}/{Path(FIRST_RUN['configs'][stage]).name}":
+        if file != f"{folder}/{STAGE_CONFIG_NAMES[stage]}":
             raise WorkflowError(
                 f"reads.py wrote {file}, not in {folder} as stage_config says"
             )

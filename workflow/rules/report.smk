@@ -7,10 +7,9 @@ IN_CONTAINER = (
 
 
 # Snakemake's edges are the cost record of each job that the report reads from, a file that
-# every run of the job writes anew (the others keep their bytes and mtime when their content
-# is the same); `params` names the rest of those jobs' files. `rule all` rebuilds any file
-# that goes missing, so a sweep's DAG holds 9 files a report, not 26 (each file costs
-# Snakemake a lookup, a wildcard match and a stat).
+# every run of the job writes anew (it holds the run's timings); `params` names the rest of
+# those jobs' files. `rule all` rebuilds any file that goes missing, so a sweep's DAG holds
+# 9 files a report, not 26 (each file costs Snakemake a lookup, a wildcard match and a stat).
 rule report:
     input:
         resolved=stage_config("resolved"),
