@@ -123,17 +123,21 @@ def tiny_repo(destination: Path, **settings: Any) -> Path:
     return repo
 
 
-def trainer_of(workflow: subprocess.Popen[bytes]) -> psutil.Process | None:
-    """The `python project/run.py train` process that Snakemake started (the GPU monitor
-    around it has run.py in its command line too, as an argument, not as its script).
+def trainer_of(workflow: subprocess.Popen[bytes], run: str = "") -> psutil.Process | None:
+    """The `python project/run.py train` process below `workflow` (of `run`, if named; the
+    GPU monitor around it has run.py in its command line too, as an argument, not as its
+    script).
     """
-    for process in psutil.Process(workflow.pid).children(recursive=True):
-        try:
-            command = process.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if command[1:3] == ["project/run.py", "train"]:
-            return process
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for process in psutil.Process(workflow.pid).children(recursive=True):
+            try:
+                command = process.cmdline()
+            except psutil.NoSuchProcess:
+                continue
+            if command[1:3] == ["project/run.py", "train"] and f"results/{run}" in " ".join(
+                command
+            ):
+                return process
     return None
 
 
@@ -149,19 +153,14 @@ def as_from_a_terminal() -> None:
         signal.signal(number, signal.SIG_DFL)
 
 
-def run_and_stop(
-    repo: Path,
-    ready: Callable[[], bool],
-    stop: Callable[[subprocess.Popen[bytes], psutil.Process], None],
-) -> tuple[int, psutil.Process]:
-    """Start `snakemake --cores 2` in a process group of its own with the stop signals at
-    their defaults (as a terminal runs a command: `os.killpg(pid, ...)` is Ctrl-C); once its
-    training process runs and `ready()` holds, call stop(snakemake, training). Returns
-    Snakemake's exit code and the training.
+def start_as_from_a_terminal(command: list[str], repo: Path, log: str) -> subprocess.Popen[bytes]:
+    """`command` in `repo`, in a process group of its own with the stop signals at their
+    defaults, as a terminal runs a command (`os.killpg(pid, ...)` is Ctrl-C); its output
+    added to repo/`log`.
     """
-    with (repo / "snakemake.out").open("w") as out:
-        workflow = subprocess.Popen(
-            [sys.executable, "-m", "snakemake", "--cores", "2"],
+    with (repo / log).open("a") as out:
+        return subprocess.Popen(
+            command,
             cwd=repo,
             env=workflow_env(),
             stdout=out,
@@ -169,19 +168,33 @@ def run_and_stop(
             start_new_session=True,
             preexec_fn=as_from_a_terminal,
         )
-        deadline = time.monotonic() + HANG
-        try:
-            while True:
-                assert workflow.poll() is None, "the workflow ended before the stop"
-                assert time.monotonic() < deadline, f"training did not get that far in {HANG} s"
-                trainer = trainer_of(workflow)
-                if trainer is not None and ready():
-                    stop(workflow, trainer)
-                    break
-                time.sleep(0.05)
-            return workflow.wait(timeout=HANG), trainer
-        finally:
-            stop_tree(workflow.pid)
+
+
+def run_and_stop(
+    repo: Path,
+    ready: Callable[[], bool],
+    stop: Callable[[subprocess.Popen[bytes], psutil.Process], None],
+) -> tuple[int, psutil.Process]:
+    """Start `snakemake --cores 2` as from a terminal; once its training process runs and
+    `ready()` holds, call stop(snakemake, training). Returns Snakemake's exit code and the
+    training.
+    """
+    workflow = start_as_from_a_terminal(
+        [sys.executable, "-m", "snakemake", "--cores", "2"], repo, "snakemake.out"
+    )
+    deadline = time.monotonic() + HANG
+    try:
+        while True:
+            assert workflow.poll() is None, "the workflow ended before the stop"
+            assert time.monotonic() < deadline, f"training did not get that far in {HANG} s"
+            trainer = trainer_of(workflow)
+            if trainer is not None and ready():
+                stop(workflow, trainer)
+                break
+            time.sleep(0.05)
+        return workflow.wait(timeout=HANG), trainer
+    finally:
+        stop_tree(workflow.pid)
 
 
 def stop_tree(pid: int) -> None:

@@ -22,6 +22,7 @@ with open(SCHEMA, encoding="utf-8") as schema:
     RUN_NAME = yaml.safe_load(schema)["$defs"]["run_name"]["pattern"]
 SCRIPTS = Path("workflow/scripts")
 sys.path.insert(0, str(SCRIPTS))
+import resolve
 from sweep import SweepError, sweep_runs
 
 
@@ -49,19 +50,29 @@ GPU_JOB_THREADS = max(
 
 
 def configured_runs():
-    """The runs listed under `runs:`, then those of the `sweep:`, by name."""
+    """The runs listed under `runs:`, then those of the `sweep:`, then the trials of the
+    `search:` that are training or complete (workflow/scripts/search.py), by name.
+    """
+    from search_spec import SearchError, trial_runs
+
     # `base:` with nothing after it is null in YAML: no settings.
     listed = {name: run or {} for name, run in config["runs"].items()}
     try:
         swept = sweep_runs(config.get("sweep"))
-    except SweepError as error:
+        searched = trial_runs(config.get("search"))
+    except (SweepError, SearchError) as error:
         raise WorkflowError(str(error)) from None
     both = sorted(set(listed) & set(swept))
     if both:
         raise WorkflowError(
             f"runs: {', '.join(both)} is listed and swept; rename it or set sweep.prefix"
         )
-    runs = {**listed, **swept}
+    trials = sorted(set(searched) & (set(listed) | set(swept)))
+    if trials:
+        raise WorkflowError(
+            f"runs: {', '.join(trials)} is also a trial's run; rename it or set search.study"
+        )
+    runs = {**listed, **swept, **searched}
     if not runs:
         raise WorkflowError("no runs: list one under `runs:` or give a `sweep:`")
     return runs
@@ -98,40 +109,23 @@ def config_dir(run, seed):
 
 
 def run_spec(name, seed, run):
-    """How the project resolves one (run, seed): its config file, then the overrides in
-    order (workflow defaults, shared overrides, the run's own, the seed).
+    """How the project resolves one (run, seed) (resolve.py), its seed listed, not an
+    override.
     """
-    overrides = {**config["overrides"], **run.get("overrides", {})}
-    if "seed" in overrides:
+    if "seed" in {**config["overrides"], **run.get("overrides", {})}:
         raise WorkflowError(
             f"runs: {name}: 'seed' cannot be an override; list seeds under `seeds:` "
             "(for every run, or per run)"
         )
-    chosen = run.get("project_config", config["project_config"])
-    return {
-        "dir": config_dir(name, seed),
-        "config": None if chosen == "auto" else chosen,
-        "data_source": config["data_source"],
-        "overrides": [
-            {"train.epochs": config["epochs"], "device": config["device"]},
-            overrides,
-            {"seed": seed},
-        ],
-    }
+    return resolve.run_spec(config, config_dir(name, seed), run, seed)
 
 
 def resolve_runs():
-    """Let the project resolve every run once (a subprocess: the workflow never imports
-    project code) and write each stage's config file, rewritten only when its content
-    changes. A bad value in any run stops the workflow here, before any job.
+    """Let the project resolve every run once (resolve.py) and write each stage's config
+    file, rewritten only when its content changes. A bad value in any run stops the
+    workflow here, before any job.
     """
-    spec = {"results": RESULTS, "runs": [run_spec(*pair) for pair in run_pairs()]}
-    result = subprocess.run(
-        [sys.executable, "project/reads.py"],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-    )
+    result = resolve.read_runs(RESULTS, [run_spec(*pair) for pair in run_pairs()])
     if result.returncode != 0:
         raise WorkflowError(f"project config: {result.stderr.strip()}")
     return json.loads(result.stdout)

@@ -91,16 +91,22 @@ def draw(rng: random.Random, space: dict[str, Any]) -> float | int:
     return rounded(rng.uniform(low, high))
 
 
+def check_range(where: str, space: dict[str, Any]) -> None:
+    """A range (`low`, `high`, `log`, `int`) that can be drawn from; `where` names it."""
+    if not space["low"] < space["high"]:
+        raise SweepError(f"{where}: low must be below high")
+    if space.get("log") and space["low"] <= 0:
+        raise SweepError(f"{where}: a log range needs low > 0")
+    if space.get("int") and not all(float(space[end]).is_integer() for end in ("low", "high")):
+        raise SweepError(f"{where}: an int range needs whole-number low and high")
+
+
 def sample_points(sample: dict[str, Any]) -> list[dict[str, Any]]:
     """`size` distinct points drawn from the ranges by a generator seeded with `seed`."""
     rng = random.Random(sample["seed"])
     keys = sorted(sample["space"])  # the draws do not depend on the spec's order
     for key in keys:
-        space = sample["space"][key]
-        if not space["low"] < space["high"]:
-            raise SweepError(f"sweep.sample.space.{key}: low must be below high")
-        if space.get("log") and space["low"] <= 0:
-            raise SweepError(f"sweep.sample.space.{key}: a log range needs low > 0")
+        check_range(f"sweep.sample.space.{key}", sample["space"][key])
     points: list[dict[str, Any]] = []
     for _ in range(MAX_DRAWS_PER_POINT * sample["size"]):
         point = {key: draw(rng, sample["space"][key]) for key in keys}

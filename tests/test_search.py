@@ -1,0 +1,579 @@
+"""The adaptive search (workflow/scripts/search.py): its spec refused in one line before any
+job, asks that depend on the stored history alone (the same trials whether or not the
+search was cut short, on Optuna's SQLite storage), the pruning rule, the trials' files;
+then, on the real text, a 12-trial search and its twin killed three times and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+import pytest
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+from snakemake.cli import get_argument_parser
+from test_resume import logged_steps
+from workflow_runs import (
+    HANG,
+    REPO,
+    SHARED_DATA,
+    configure,
+    copy_repo,
+    snakemake,
+    start_as_from_a_terminal,
+    stop_tree,
+    tiny_repo,
+    trainer_of,
+    workflow_env,
+)
+
+import search
+from search_spec import SearchError, trial_runs
+from search_study import (
+    RUN_ATTR,
+    batch_numbers,
+    draw_params,
+    earlier_batches,
+    live,
+    open_study,
+    prune_here,
+    start_trial,
+    suggest,
+)
+from search_summary import PRUNED_ATTR, REASON_ATTR, SEEDS_ATTR, write_summary
+from search_trials import failure_reason, refused_runs, validation_curve
+
+# Every kind of range: log-uniform, uniform, integer, categorical.
+SPACE = {
+    "train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "model.dropout": {"low": 0.0, "high": 0.2},
+    "model.n_layer": {"low": 1, "high": 3, "int": True},
+    "model.n_head": {"choices": [1, 2, 3]},
+}
+SPEC = {"space": SPACE, "trials": 8, "parallel": 2, "startup_trials": 2}
+
+
+def spec_in(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    return {**SPEC, "storage": f"sqlite:///{tmp_path / 'study.db'}", **settings}
+
+
+def made_up_objective(params: dict[str, Any]) -> float:
+    """A smooth stand-in for training: best near lr 3e-3, no dropout, 2 layers."""
+    lr = math.log10(params["train.lr"]) + 2.5
+    return 1.5 + lr**2 + params["model.dropout"] + 0.1 * abs(params["model.n_layer"] - 2)
+
+
+def drive(spec: dict[str, Any], batches: int | None = None) -> optuna.Study:
+    """What search.py does to the study, with a made-up objective for training: a fresh
+    study object (as after a restart), each batch asked, then told; n_head 3 fails.
+    """
+    study = open_study(spec, spec["parallel"])
+    starts = list(range(0, spec["trials"], spec["parallel"]))[:batches]
+    for start in starts:
+        for number in batch_numbers(start, spec["parallel"], spec["trials"]):
+            start_trial(study, spec, number, start)
+        for trial in study.get_trials()[start : start + spec["parallel"]]:
+            if trial.state == TrialState.RUNNING:
+                tell(study, trial)
+    return study
+
+
+def tell(study: optuna.Study, trial: FrozenTrial) -> None:
+    """The made-up outcome of a trial: n_head 3 fails, as it would with d_model 32."""
+    if trial.params["model.n_head"] == 3:
+        study.tell(trial.number, state=TrialState.FAIL)
+    else:
+        study.tell(trial.number, made_up_objective(trial.params))
+
+
+def outcome(study: optuna.Study) -> list[tuple[Any, ...]]:
+    return [(t.number, t.state, t.params, t.value) for t in study.get_trials()]
+
+
+# -- the spec ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("search_spec", "message"),
+    [
+        ({**SPEC, "trials": 0}, "search.trials: 0 is less than the minimum of 1"),
+        ({**SPEC, "trails": 3}, "'trails' was unexpected"),
+        ({**SPEC, "space": {}}, "search.space: {} should be non-empty"),
+        ({**SPEC, "space": {"training.lr": {"low": 1, "high": 2}}}, "'training.lr' does not"),
+        ({**SPEC, "space": {"train.lr": {"low": 1e-2, "high": 1e-4}}}, "low must be below high"),
+        (
+            {**SPEC, "space": {"train.lr": {"low": 0.0, "high": 1e-2, "log": True}}},
+            "search.space.train.lr: a log range needs low > 0",
+        ),
+        (
+            {**SPEC, "space": {"model.n_layer": {"low": 1, "high": 2.5, "int": True}}},
+            "an int range needs whole-number low and high",
+        ),
+        ({**SPEC, "space": {"seed": {"choices": [1, 2]}}}, "'seed' cannot be searched"),
+        (
+            {**SPEC, "overrides": {"train.lr": 1e-3}},
+            "search: train.lr in both space and overrides",
+        ),
+        (
+            {**SPEC, "space": {"train.lrr": {"low": 1e-4, "high": 1e-2}}},
+            "search.space.train.lrr: unknown config key 'train.lrr'",
+        ),
+        (
+            {**SPEC, "space": {"model.n_head": {"choices": [2, "four"]}}},
+            "search.space.model.n_head: config key 'model.n_head' must be of type int",
+        ),
+    ],
+)
+def test_a_bad_spec_is_one_line_before_any_job(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    search_spec: dict[str, Any],
+    message: str,
+) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    configure(repo, search=search_spec)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("CHARGPT_DATA_MIRROR", str(SHARED_DATA))
+    assert search.main([]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("search.py: error: "), error
+    assert message in error
+    assert not (repo / "results" / "search").exists(), "nothing was made"
+
+
+def test_a_search_refuses_snakemakes_own_config_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as stop:
+        search.main(["--config", "seeds=[1]"])
+    assert stop.value.code == 2
+    assert "--config: the search reads config/config.yaml" in capsys.readouterr().err
+
+
+def test_runs_at_once_come_from_the_gpu_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert search.gpu_slots([]) == 1, "profiles/default: resources gpu=1"
+    assert search.gpu_slots(["--resources", "gpu=3", "mem_mb=100"]) == 3
+    assert search.gpu_slots(["--resources=gpu=2"]) == 2
+    assert search.gpu_slots(["--workflow-profile", "profiles/slurm"]) == 20, "its job limit"
+
+
+@pytest.mark.parametrize(
+    ("extra", "gpu"), [([], 2), (["--resources", "gpu=1", "mem_mb=100"], 1), (["-n"], 2)]
+)
+def test_snakemake_gets_the_batchs_targets_and_gpu_slots(extra: list[str], gpu: int) -> None:
+    """As Snakemake's own parser reads the command: every target, `parallel` GPU slots
+    unless the options give theirs.
+    """
+    wanted = ["results/search_0000/seed1/ml_res.md", "results/search_0001/seed1/ml_res.md"]
+    command = search.snakemake_command("2", extra, 2, wanted)
+    assert command[:3] == [sys.executable, "-m", "snakemake"]
+    args = get_argument_parser().parse_args(command[3:])
+    assert args.targets == wanted and args.keep_going and args.cores == 2
+    assert args.resources["gpu"].value == gpu
+
+
+def test_the_workflow_reads_the_trials_runs_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert trial_runs(SPEC) == {}, "no trial before the search ran"
+    runs = {"search_0000": {"overrides": {"train.lr": 1e-3}}}
+    folder = tmp_path / "results" / "search" / "search"
+    folder.mkdir(parents=True)
+    (folder / "runs.json").write_text(json.dumps(runs))
+    assert trial_runs(SPEC) == runs
+    assert trial_runs(None) == {}
+    (folder / "runs.json").write_text("{")
+    with pytest.raises(
+        SearchError, match=re.escape("run `python workflow/scripts/search.py` again")
+    ):
+        trial_runs(SPEC)
+
+
+# -- asking: the same trials, cut short or not ----------------------------------------------
+
+
+def test_the_same_seed_asks_the_same_trials(tmp_path: Path) -> None:
+    first = outcome(drive(spec_in(tmp_path / "a")))
+    assert first == outcome(drive(spec_in(tmp_path / "b")))
+    assert [number for number, *_ in first] == list(range(SPEC["trials"]))
+    other = outcome(drive(spec_in(tmp_path / "c", sampler_seed=1)))
+    assert [p for _, _, p, _ in other] != [p for _, _, p, _ in first]
+    for _, _, params, _ in first:
+        assert 1e-4 <= params["train.lr"] <= 1e-2 and 0.0 <= params["model.dropout"] <= 0.2
+        assert params["model.n_layer"] in {1, 2, 3} and params["model.n_head"] in {1, 2, 3}
+
+
+def enqueue(study: optuna.Study, spec: dict[str, Any], number: int, start: int) -> None:
+    """Write trial `number` of the batch at `start` as start_trial does, and stop there:
+    a waiting trial with its values fixed.
+    """
+    params = draw_params(spec, earlier_batches(study, start), number)
+    study.enqueue_trial(params, user_attrs={RUN_ATTR: f"search_{number:04d}"})
+
+
+def cut_after_writing(study: optuna.Study, spec: dict[str, Any], start: int) -> None:
+    """Killed between writing the batch's first trial and starting it."""
+    enqueue(study, spec, start, start)
+
+
+def cut_half_asked(study: optuna.Study, spec: dict[str, Any], start: int) -> None:
+    """Killed after starting the batch's second trial and suggesting only its first key."""
+    start_trial(study, spec, start, start)
+    enqueue(study, spec, start + 1, start)
+    study.ask()
+    key = sorted(spec["space"])[0]
+    suggest(live(study, study.get_trials()[start + 1]), key, spec["space"][key])
+
+
+def cut_half_told(study: optuna.Study, spec: dict[str, Any], start: int) -> None:
+    """Killed after telling the batch's first trial."""
+    for number in batch_numbers(start, spec["parallel"], spec["trials"]):
+        start_trial(study, spec, number, start)
+    tell(study, study.get_trials()[start])
+
+
+@pytest.mark.parametrize(
+    ("cut", "start"), [(cut_after_writing, 2), (cut_half_asked, 4), (cut_half_told, 6)]
+)
+def test_a_search_cut_short_and_run_again_asks_what_an_uncut_one_asks(
+    tmp_path: Path, cut: Any, start: int
+) -> None:
+    uncut = outcome(drive(spec_in(tmp_path / "uncut")))
+    spec = spec_in(tmp_path / "cut")
+    cut(drive(spec, batches=start // SPEC["parallel"]), spec, start)
+    assert outcome(drive(spec)) == uncut
+
+
+def test_a_study_made_by_another_spec_is_refused(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path)
+    open_study(spec, 2)
+    open_study({**spec, "trials": 20}, 2)  # more trials: the same study, continued
+    with pytest.raises(SearchError, match="made with parallel 2, now 3"):
+        open_study(spec, 3)
+    with pytest.raises(SearchError, match="made with sampler_seed 0, now 5"):
+        open_study({**spec, "sampler_seed": 5}, 2)
+
+
+# -- pruning ---------------------------------------------------------------------------------
+
+
+def test_the_pruner_judges_against_earlier_batches_only(tmp_path: Path) -> None:
+    """Trial 2 (batch 1) at step 10: 1.08 against the median of trials 0 and 1 (1.05) is
+    pruned; trial 3 of its own batch, complete meanwhile with 9.0, would move the median
+    to 1.1 and save it: it does not count, so a resumed search judges alike.
+    """
+    spec = spec_in(tmp_path, startup_trials=2, pruning=True)
+    study = open_study(spec, 2)
+    for start, values in ((0, (1.0, 1.1)), (2, (1.08, 9.0))):
+        for number, value in zip(batch_numbers(start, 2, 4), values, strict=True):
+            trial = start_trial(study, spec, number, start)
+            live(study, trial).report(value, 10)
+            if start == 0:
+                study.tell(number, value)
+    trial = study.get_trials()[2]
+    assert prune_here(study, spec, trial, 10, start=2)
+    study.tell(3, 9.0)
+    assert prune_here(study, spec, study.get_trials()[2], 10, start=2)
+    assert not prune_here(study, {**spec, "startup_trials": 3}, trial, 10, start=2)
+
+
+# -- a trial's files -------------------------------------------------------------------------
+
+
+def test_a_failed_trial_is_told_the_first_error_of_its_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "results" / "search_0001" / "seed2" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "train.log").write_text(
+        "2026-01-01 10:00:00 INFO training.trainer: step 10 loss 4.1\n"
+        "error: non-finite training value at step 20: loss nan\n"
+        "gpu_monitor.py: error: cannot write the results\n"
+    )
+    reason = failure_reason("search_0001", [2])
+    assert reason == "train, seed 2: error: non-finite training value at step 20: loss nan"
+    assert "did not complete it" in failure_reason("search_0002", [1])
+
+
+def test_the_validation_curve_is_the_mean_at_steps_every_seed_trained_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    one = tmp_path / "results" / "t" / "seed1"
+    two = tmp_path / "results" / "t" / "seed2" / "train.resume"  # still training
+    for folder in (one, two):
+        folder.mkdir(parents=True)
+
+    def lines(*records: tuple[str, int, float]) -> str:
+        fields = {"val": "bits_per_char", "train": "loss"}
+        return "".join(
+            json.dumps({"kind": kind, "step": step, fields[kind]: value}) + "\n"
+            for kind, step, value in records
+        )
+
+    # Seed 1 finished at step 50 (its last validation, the end, is not judged); seed 2 is
+    # at step 30, its log's last line still being written.
+    (one / "train_log.jsonl").write_text(
+        lines(("train", 20, 4.0), ("val", 20, 3.0), ("train", 50, 3.5), ("val", 50, 2.0))
+    )
+    (two / "train_log.jsonl").write_text(
+        lines(("train", 20, 4.0), ("val", 20, 2.0), ("train", 30, 3.9)) + '{"kind": "va'
+    )
+    assert validation_curve("t", [1, 2]) == {20: 2.5}
+
+
+def test_an_impossible_combination_is_refused_with_the_projects_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPO)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    config["project_config"] = "project/configs/cpu.yaml"  # d_model 128
+    runs = {f"r{n}": {"overrides": {"model.n_head": n}} for n in (2, 3, 4, 5)}
+    refused = refused_runs(config, runs)
+    assert set(refused) == {"r3", "r5"}
+    assert refused["r3"] == "config key 'model.d_model' must be divisible by model.n_head"
+
+
+def test_the_summary_names_the_best_trial_and_every_state(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path, trials=4, pruning=True)
+    study = open_study(spec, 2)
+    batch = [start_trial(study, spec, number, 0) for number in (0, 1)]
+    for trial, values in zip(batch, ({"1": 2.0, "2": 2.2}, {"1": 1.8, "2": 1.9}), strict=True):
+        live(study, trial).set_user_attr(SEEDS_ATTR, values)
+        study.tell(trial.number, sum(values.values()) / 2)
+    pruned, failed = (start_trial(study, spec, number, 2) for number in (2, 3))
+    live(study, pruned).report(2.5, 20)
+    live(study, pruned).set_user_attr(PRUNED_ATTR, 20)
+    study.tell(2, state=TrialState.PRUNED)
+    live(study, failed).set_user_attr(REASON_ATTR, "config key 'model.d_model' must be ...")
+    study.tell(3, state=TrialState.FAIL)
+    write_summary(tmp_path, study.get_trials(), spec, spec["storage"], 2)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Trial 1, run `search_0001`" in summary
+    assert "**1.8500 ± 0.0707 bits/char** (mean ± sd over 2 seeds" in summary
+    cells = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in summary.splitlines()
+        if "| search_" in line
+    ]
+    rows = {row[0]: row for row in cells}
+    assert [rows[n][2] for n in "0123"] == ["complete", "complete", "pruned", "failed"]
+    assert rows["2"][3] == "(2.5000 at step 20)"
+    assert rows["2"][-1] == "pruned at step 20 (median rule)"
+    assert rows["3"][-1] == "config key 'model.d_model' must be ..."
+    assert (tmp_path / "search.png").stat().st_size > 0
+    assert re.search(r"4 of 4 trials \(2 complete, 1 pruned, 1 failed\)", summary)
+
+
+# -- on the real text --------------------------------------------------------------------------
+
+# 12 trials of the tiny model, 2 at a time: one epoch of 118 steps (256 windows a batch), a
+# validation and a checkpoint every 20 steps; n_head 3 does not divide d_model 32 (a trial
+# refused), the median rule prunes after the first 3 complete trials.
+E2E_SEARCH = {
+    "space": {
+        "train.lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
+        "model.dropout": {"low": 0.0, "high": 0.1},
+        "model.n_layer": {"low": 1, "high": 2, "int": True},
+        "model.n_head": {"choices": [1, 2, 3]},
+    },
+    "trials": 12,
+    "parallel": 2,
+    "startup_trials": 3,
+    "pruning": True,
+    "overrides": {
+        "train.batch_size": 256,
+        "train.eval_every_steps": 20,
+        "train.checkpoint_every_steps": 20,
+    },
+}
+SEARCH_COMMAND = [sys.executable, "workflow/scripts/search.py", "--cores", "2"]
+LOG = "search.out"
+
+
+def search_repo(destination: Path) -> Path:
+    return tiny_repo(destination, runs={}, seeds=[1], search=E2E_SEARCH)
+
+
+def start_search(repo: Path) -> subprocess.Popen[bytes]:
+    return start_as_from_a_terminal(SEARCH_COMMAND, repo, LOG)
+
+
+def load(repo: Path) -> optuna.Study:
+    return optuna.load_study(
+        study_name="search", storage=f"sqlite:///{repo / 'results/search/search.db'}"
+    )
+
+
+def record(study: optuna.Study) -> list[tuple[Any, ...]]:
+    """What a search ends with: each trial's state, values, objective and notes."""
+    return [
+        (t.number, t.state, t.params, t.value, t.user_attrs, t.intermediate_values)
+        for t in study.get_trials()
+    ]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 12-trial search (its wall time: this fixture's setup)."""
+    repo = search_repo(tmp_path_factory.mktemp("search") / "repo")
+    result = subprocess.run(
+        SEARCH_COMMAND, cwd=repo, env=workflow_env(), capture_output=True, text=True, timeout=HANG
+    )
+    (repo / LOG).write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return repo
+
+
+@pytest.mark.slow
+def test_a_search_runs_every_trial_and_records_each_state(searched: Path) -> None:
+    trials = load(searched).get_trials()
+    assert [t.number for t in trials] == list(range(12))
+    states = {state: [t for t in trials if t.state == state] for state in TrialState}
+    pruned, failed = states[TrialState.PRUNED], states[TrialState.FAIL]
+    assert pruned and failed and len(states[TrialState.COMPLETE]) >= 3
+    for trial in failed:
+        assert trial.params["model.n_head"] == 3
+        assert trial.user_attrs["fail_reason"] == (
+            "config key 'model.d_model' must be divisible by model.n_head"
+        )
+        assert not (searched / "results" / trial.user_attrs["run"]).exists(), "never trained"
+    complete = states[TrialState.COMPLETE][0].user_attrs["run"]
+    steps = json.loads((searched / "results" / complete / "seed1/train_summary.json").read_text())
+    for trial in pruned:
+        step = trial.user_attrs["pruned_at_step"]
+        assert step in trial.intermediate_values and step < steps["steps"], "mid-epoch"
+        folder = searched / "results" / trial.user_attrs["run"] / "seed1"
+        assert not (folder / "train_summary.json").exists(), "its training was stopped"
+    for trial in states[TrialState.COMPLETE]:
+        metrics = searched / "results" / trial.user_attrs["run"] / "seed1" / "metrics.json"
+        assert trial.value == json.loads(metrics.read_text())["bits_per_char"]
+    runs = json.loads((searched / "results/search/search/runs.json").read_text())
+    assert list(runs) == [t.user_attrs["run"] for t in states[TrialState.COMPLETE]]
+    summary = (searched / "results/search/search/summary.md").read_text()
+    best = min(states[TrialState.COMPLETE], key=lambda t: t.value)
+    assert f"Trial {best.number}, run `{best.user_attrs['run']}`" in summary
+    assert f"pruned at step {pruned[0].user_attrs['pruned_at_step']}" in summary
+    assert (searched / "results/search/search/search.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_workflow_summary_covers_the_complete_trials(searched: Path) -> None:
+    snakemake(searched, "--cores", "2", "results/summary.md")
+    summary = (searched / "results" / "summary.md").read_text()
+    for trial in load(searched).get_trials():
+        shown = f"| {trial.user_attrs['run']} " in summary
+        assert shown == (trial.state == TrialState.COMPLETE), trial.user_attrs["run"]
+
+
+@pytest.mark.slow
+def test_a_finished_search_run_again_trains_nothing(searched: Path) -> None:
+    before = record(load(searched))
+    result = subprocess.run(
+        SEARCH_COMMAND, cwd=searched, env=workflow_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "snakemake on" not in result.stdout
+    assert record(load(searched)) == before
+
+
+def snakemake_of(search: subprocess.Popen[bytes]) -> psutil.Process:
+    (process,) = [
+        p for p in psutil.Process(search.pid).children() if p.cmdline()[1:3] == ["-m", "snakemake"]
+    ]
+    return process
+
+
+def trained(repo: Path) -> dict[str, bytes]:
+    """The training record of every run that finished training, by run."""
+    return {
+        path.parent.parent.name: path.read_bytes()
+        for path in (repo / "results").glob("search_*/seed1/train_summary.json")
+    }
+
+
+def stop_once_training(
+    repo: Path, run: str, kill: Any
+) -> tuple[int, dict[str, bytes], psutil.Process]:
+    """Start the search; once `run` has trained 30 steps (a checkpoint at 20), call
+    kill(search, training); return the search's exit code, what had finished training by
+    then, and the training.
+    """
+    search = start_search(repo)
+    work_log = repo / "results" / run / "seed1" / "train.resume" / "train_log.jsonl"
+    deadline = time.monotonic() + HANG
+    try:
+        while True:
+            assert search.poll() is None, (repo / LOG).read_text()
+            assert time.monotonic() < deadline, f"{run} did not train in {HANG} s"
+            training = trainer_of(search, run)
+            if training is not None and logged_steps(work_log) >= 30:
+                done = trained(repo)
+                kill(search, training)
+                break
+            time.sleep(0.05)
+        code = search.wait(timeout=HANG)
+        _, alive = psutil.wait_procs([training], timeout=60)
+        assert alive == [], "training outlived the search"
+        return code, done, training
+    finally:
+        stop_tree(search.pid)
+
+
+@pytest.mark.slow
+def test_a_search_killed_three_times_ends_as_the_uninterrupted_one(
+    searched: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of the search command, of its Snakemake, then of a training, each once a
+    complete trial (of the uninterrupted search) of a later batch has trained past its
+    first checkpoint; the same command each time after.
+    """
+    reference = load(searched).get_trials()
+    runs = [t.user_attrs["run"] for t in reference if t.state == TrialState.COMPLETE]
+    cut = [runs[0], runs[len(runs) // 2], runs[-1]]
+    repo = search_repo(tmp_path / "repo")
+    kills = [
+        lambda search, _: search.kill(),
+        lambda search, _: snakemake_of(search).kill(),
+        lambda _, training: training.kill(),
+    ]
+    finished: dict[str, bytes] = {}
+    for run, kill, expected in zip(
+        cut, kills, (-signal.SIGKILL, 128 + signal.SIGKILL, 0), strict=True
+    ):
+        code, done, _ = stop_once_training(repo, run, kill)
+        assert code == expected, (repo / LOG).read_text()
+        finished.update(done)
+    assert record(load(repo)) == record(load(searched))
+    now = trained(repo)
+    for run, summary in finished.items():
+        assert now[run] == summary, f"{run} trained again"
+    for run in cut:
+        log = (repo / "results" / run / "seed1" / "logs" / "train.log").read_text()
+        step = int(re.search(r"resumed from \S+ at step (\d+)", log)[1])
+        assert step >= 20
+        assert json.loads(now[run])["resumed_from_step"] == step
+
+
+@pytest.mark.slow
+def test_the_workflow_refuses_a_bad_search_before_any_job(tmp_path: Path) -> None:
+    bad = {**E2E_SEARCH, "space": {"train.lr": {"low": 1e-2, "high": 1e-4}}}
+    repo = tiny_repo(tmp_path / "repo", search=bad)
+    result = snakemake(repo, "-n", check=False)
+    assert result.returncode != 0
+    assert "search.space.train.lr: low must be below high" in result.stdout + result.stderr

@@ -1,0 +1,47 @@
+"""A (run, seed) as the project resolves it: project/reads.py reads one spec per (run, seed)
+and writes each stage's config file. The workflow (common.smk) resolves every configured
+run this way before any job; the search (search_trials.py) resolves a batch's trials
+first, in a scratch folder, to set aside those that the project refuses.
+
+A subprocess: neither imports project code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+READS = "project/reads.py"
+
+
+def run_spec(config: dict[str, Any], folder: str, run: dict[str, Any], seed: int) -> dict:
+    """One (run, seed) for reads.py, its files in `folder`: the run's project config (else
+    the workflow's), then the overrides in order: the workflow's defaults, the shared
+    overrides and the run's own, the seed.
+    """
+    chosen = run.get("project_config", config["project_config"])
+    return {
+        "dir": folder,
+        "config": None if chosen == "auto" else chosen,
+        "data_source": config["data_source"],
+        "overrides": [
+            {"train.epochs": config["epochs"], "device": config["device"]},
+            {**config["overrides"], **run.get("overrides", {})},
+            {"seed": seed},
+        ],
+    }
+
+
+def read_runs(results: str, specs: list[dict]) -> subprocess.CompletedProcess[str]:
+    """reads.py on `specs` under the folder `results`: on success its JSON on stdout (each
+    run's stage configs and data folder, each stage's sections and files); else one line
+    on stderr, `error: <folder>: <reason>` for the first run that it refuses.
+    """
+    return subprocess.run(
+        [sys.executable, READS],
+        input=json.dumps({"results": results, "runs": specs}),
+        capture_output=True,
+        text=True,
+    )

@@ -1,0 +1,173 @@
+"""A search's study in Optuna's storage, asked and pruned so that a search killed at any
+moment and run again ends with the same trials as one that was never stopped.
+
+Every decision depends on the stored history and the trial's number alone, never on a
+sampler's or a pruner's state in memory, which a kill would lose:
+
+- Trials are asked in batches of `parallel` numbers (batch_numbers); trial n's values are
+  drawn by a fresh TPESampler(seed=sampler_seed + n) over a copy, in memory, of the trials
+  of the earlier batches, which are all finished by then (draw_params).
+- They reach the storage in one write, as a waiting trial with its values fixed (Optuna's
+  enqueue_trial), before the trial starts (start_trial): a trial cut half-asked is
+  resumed with the same values.
+- The pruner (MedianPruner) judges a trial's value at a step against the same copy of the
+  earlier batches (prune_here), not against whatever else has finished by then.
+
+The storage also keeps the spec that made the study (spec_record): a search run again with
+another space, seed or batch size is refused rather than mixed into the study.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from search_spec import SearchError, storage_url, trial_name, with_defaults
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPEC_ATTR = "chargpt.spec"
+RUN_ATTR = "run"
+SQLITE = "sqlite:///"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def spec_record(search: dict[str, Any], parallel: int) -> dict[str, Any]:
+    """What decides the study's trials: the space, the sampler and pruner, the batches."""
+    spec = with_defaults(search)
+    keys = ("space", "sampler_seed", "startup_trials", "pruning")
+    return {**{key: spec[key] for key in keys}, "parallel": parallel}
+
+
+def open_study(search: dict[str, Any], parallel: int) -> optuna.Study:
+    """The study (created on first use), refused when it was made by another spec."""
+    spec = with_defaults(search)
+    url = storage_url(search)
+    if url.startswith(SQLITE):
+        Path(url.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        study = optuna.create_study(
+            storage=url,
+            study_name=spec["study"],
+            direction="minimize",
+            # Never draws: every value is fixed before its trial starts (start_trial).
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            load_if_exists=True,
+        )
+    except (SQLAlchemyError, ValueError, ImportError) as error:
+        detail = str(error).splitlines()[0]
+        raise SearchError(f"search.storage: cannot open {url}: {detail}") from None
+    wanted = spec_record(search, parallel)
+    made = study.user_attrs.get(SPEC_ATTR)
+    if made is None and study.trials:
+        raise SearchError(
+            f"search: the study {spec['study']!r} in {url} was not made by this search; "
+            "name another (search.study) or another storage"
+        )
+    if made is None:
+        study.set_user_attr(SPEC_ATTR, wanted)
+    elif made != wanted:
+        key = next(k for k in wanted if made.get(k) != wanted[k])
+        raise SearchError(
+            f"search: the study {spec['study']!r} in {url} was made with {key} "
+            f"{made.get(key)!r}, now {wanted[key]!r}; restore it, or name a new study "
+            "(search.study) to search again"
+        )
+    return study
+
+
+def batch_numbers(start: int, parallel: int, trials: int) -> range:
+    """The trial numbers of the batch that begins at `start`."""
+    return range(start, min(start + parallel, trials))
+
+
+def earlier_batches(study: optuna.Study, start: int) -> list[FrozenTrial]:
+    """The trials before `start`, all finished (the search finishes a batch before the
+    next begins).
+    """
+    trials = study.get_trials(deepcopy=False)[:start]
+    unfinished = [t.number for t in trials if t.state not in FINISHED]
+    assert not unfinished, f"trials {unfinished} of an earlier batch are not finished"
+    return trials
+
+
+def memory_copy(
+    trials: list[FrozenTrial], sampler: optuna.samplers.BaseSampler | None = None
+) -> optuna.Study:
+    """A study in memory holding `trials`: what a decision may look at."""
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.add_trials(trials)
+    return study
+
+
+def suggest(trial: optuna.Trial, key: str, space: dict[str, Any]) -> Any:
+    """One key of the space suggested to `trial`: its fixed value, else a new draw."""
+    if "choices" in space:
+        return trial.suggest_categorical(key, space["choices"])
+    if space.get("int"):
+        low, high = int(space["low"]), int(space["high"])
+        return trial.suggest_int(key, low, high, log=space.get("log", False))
+    return trial.suggest_float(key, space["low"], space["high"], log=space.get("log", False))
+
+
+def suggest_all(trial: optuna.Trial, search: dict[str, Any]) -> dict[str, Any]:
+    """Every key of the space, in sorted order: the draws do not depend on the spec's."""
+    return {key: suggest(trial, key, search["space"][key]) for key in sorted(search["space"])}
+
+
+def draw_params(search: dict[str, Any], history: list[FrozenTrial], number: int) -> dict:
+    """Trial `number`'s values: TPE, seeded by the trial's number, over `history`."""
+    spec = with_defaults(search)
+    sampler = optuna.samplers.TPESampler(
+        seed=spec["sampler_seed"] + number, n_startup_trials=spec["startup_trials"]
+    )
+    return suggest_all(memory_copy(history, sampler).ask(), search)
+
+
+def live(study: optuna.Study, trial: FrozenTrial) -> optuna.Trial:
+    """The running `trial` as an object to report to and to suggest to. Optuna hands such
+    an object only to the process that asked the trial (study.ask); one that resumes the
+    search builds it from the trial's storage id, which FrozenTrial keeps as `_trial_id`
+    (optuna is pinned: requirements-search.txt).
+    """
+    return optuna.Trial(study, trial._trial_id)
+
+
+def start_trial(
+    study: optuna.Study, search: dict[str, Any], number: int, start: int
+) -> FrozenTrial:
+    """Trial `number` of the batch beginning at `start`, asked if it does not exist yet
+    (the next number), started if it waits, and with all its values if a kill cut its
+    start short. A finished trial is returned as it is.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if number == len(trials):
+        params = draw_params(search, earlier_batches(study, start), number)
+        name = trial_name(with_defaults(search)["study"], number)
+        study.enqueue_trial(params, user_attrs={RUN_ATTR: name})
+        trials = study.get_trials(deepcopy=False)
+    assert number < len(trials), f"trial {number} is asked before trial {len(trials)}"
+    trial = trials[number]
+    if trial.state == TrialState.WAITING:
+        study.ask()  # takes the oldest waiting trial: this one
+    if trial.state in (TrialState.WAITING, TrialState.RUNNING):
+        suggest_all(live(study, trial), search)
+    return study.get_trials(deepcopy=False)[number]
+
+
+def prune_here(
+    study: optuna.Study, search: dict[str, Any], trial: FrozenTrial, step: int, start: int
+) -> bool:
+    """Whether MedianPruner prunes `trial` at `step`, given its values up to that step and
+    the trials of the earlier batches.
+    """
+    spec = with_defaults(search)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=spec["startup_trials"])
+    upto = copy.copy(trial)
+    upto.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s <= step}
+    return pruner.prune(memory_copy(earlier_batches(study, start)), upto)

@@ -1,0 +1,169 @@
+"""A search's trial as a run of the workflow, read from its files: whether the project
+accepts its settings, its objective, why it failed, its validation curve while it trains,
+and its training processes.
+
+The objective is the summary's figure: `bits_per_char` of each seed's metrics.json
+(validation bits per character), its mean over the run's seeds minimised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from resolve import read_runs, run_spec
+from search_spec import RESULTS, SearchError
+
+OBJECTIVE = "bits_per_char"
+METRICS = "metrics.json"
+# The last file of a (run, seed): a trial is complete when each of its seeds has it.
+DONE = "ml_res.md"
+# The jobs of a (run, seed), in order; each writes logs/<stage>.log.
+STAGES = ("train", "evaluate", "sample", "report")
+TRAIN_LOG = "train_log.jsonl"
+WORK_LOG = Path("train.resume") / TRAIN_LOG  # while it trains
+# run.py's `error: ...`, a wrapper's `gpu_monitor.py: error: ...`, a traceback's last line.
+ERROR_LINE = re.compile(r"^(?:\S+: )?error: |^\w+(?:Error|Exception): ")
+# What the project says of a key that it lacks or of a value of the wrong type.
+SPEC_ERRORS = ("unknown config key", "must be of type", "must be a finite number", "a mapping")
+
+
+def seed_dir(run: str, seed: int) -> Path:
+    return RESULTS / run / f"seed{seed}"
+
+
+def targets(run: str, seeds: list[int]) -> list[str]:
+    """What Snakemake builds for a trial: every seed's report, and so all before it."""
+    return [str(seed_dir(run, seed) / DONE) for seed in seeds]
+
+
+def complete(run: str, seeds: list[int]) -> bool:
+    return all((seed_dir(run, seed) / DONE).is_file() for seed in seeds)
+
+
+def seed_objectives(run: str, seeds: list[int]) -> dict[int, float]:
+    """Each seed's validation bits per character (metrics.json); the run is complete."""
+    values = {}
+    for seed in seeds:
+        metrics = json.loads((seed_dir(run, seed) / METRICS).read_text(encoding="utf-8"))
+        values[seed] = metrics[OBJECTIVE]
+    return values
+
+
+def ran_since(run: str, seeds: list[int], since: float) -> bool:
+    """Whether a job of the run wrote its log at or after `since` (a time.time())."""
+    logs = (seed_dir(run, seed) / "logs" / f"{stage}.log" for seed in seeds for stage in STAGES)
+    return any(log.is_file() and log.stat().st_mtime >= since for log in logs)
+
+
+def failure_reason(run: str, seeds: list[int]) -> str:
+    """Why the run did not complete: the first error line of the first job log that has
+    one, with its stage and seed.
+    """
+    for seed in seeds:
+        for stage in STAGES:
+            log = seed_dir(run, seed) / "logs" / f"{stage}.log"
+            lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+            errors = [line.strip() for line in lines if ERROR_LINE.search(line)]
+            if errors:
+                return f"{stage}, seed {seed}: {errors[0]}"
+    return f"the workflow did not complete it: see {seed_dir(run, seeds[0]) / 'logs'}/"
+
+
+def validation_records(folder: Path) -> dict[int, float]:
+    """Validation bits per character by step from the run's training log (the finished one,
+    else the one being written; a line cut short by the writer is left for later), at the
+    steps that training went on past: the last validation of a training is its end, which
+    the objective judges, not the pruner.
+    """
+    for log in (folder / TRAIN_LOG, folder / WORK_LOG):
+        try:
+            lines = log.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            continue
+        values, trained = {}, 0
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("kind") == "val":
+                    values[record["step"]] = record["bits_per_char"]
+                elif record.get("kind") == "train":
+                    trained = max(trained, record["step"])
+        return {step: value for step, value in values.items() if step < trained}
+    return {}
+
+
+def validation_curve(run: str, seeds: list[int]) -> dict[int, float]:
+    """The mean over the seeds of validation bits per character at each step that every
+    seed has trained past, by step.
+    """
+    curves = [validation_records(seed_dir(run, seed)) for seed in seeds]
+    steps = set.intersection(*(set(curve) for curve in curves))
+    return {step: statistics.mean(curve[step] for curve in curves) for step in sorted(steps)}
+
+
+def stop_training(run: str) -> int:
+    """SIGTERM to the training processes of `run` below this process (the GPU monitor,
+    which stops its training, and the training itself); how many were signalled.
+    """
+    inside = f"{RESULTS / run}/"
+    signalled = 0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = process.cmdline()
+            training = "project/run.py" in command and "train" in command
+            if training and any(arg.startswith(inside) for arg in command):
+                process.send_signal(signal.SIGTERM)
+                signalled += 1
+    return signalled
+
+
+def refused_runs(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The runs whose settings the project refuses (an impossible combination such as
+    model.n_head not dividing model.d_model), with its reason. reads.py resolves them as
+    the workflow does before any job, in a scratch folder; it stops at the first bad run,
+    which is set aside before it resolves the rest again.
+    """
+    refused: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        bad_run = re.compile(rf"^error: {re.escape(scratch)}/([^/]+)/seed\d+: (.*)$")
+        while len(refused) < len(runs):
+            folders = {name: f"{scratch}/{name}" for name in runs if name not in refused}
+            specs = [
+                run_spec(config, f"{folder}/seed{seed}", runs[name], seed)
+                for name, folder in folders.items()
+                for seed in config["seeds"]
+            ]
+            result = read_runs(scratch, specs)
+            if result.returncode == 0:
+                break
+            message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+            found = bad_run.match(message)
+            if found is None or found[1] not in folders:
+                raise SearchError(f"project config: {message or 'reads.py failed'}")
+            refused[found[1]] = found[2]
+    return refused
+
+
+def check_space_values(config: dict[str, Any], search: dict[str, Any]) -> None:
+    """Refuse a space that names a key the project lacks or a value of the wrong type: each
+    end of each range and each choice, alone, must not meet SPEC_ERRORS. Other refusals
+    (an impossible combination, a value out of its range) are a trial's failure.
+    """
+    probes = {}
+    for key, space in sorted(search["space"].items()):
+        values = space.get("choices", [space.get("low"), space.get("high")])
+        for value in values:
+            probes[f"probe{len(probes)}"] = (key, {"overrides": {key: value}})
+    refused = refused_runs(config, {name: run for name, (_, run) in probes.items()})
+    for name, reason in refused.items():
+        if any(error in reason for error in SPEC_ERRORS):
+            raise SearchError(f"search.space.{probes[name][0]}: {reason}")
