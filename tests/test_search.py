@@ -119,7 +119,12 @@ def outcome(study: optuna.Study) -> list[tuple[Any, ...]]:
             {**SPEC, "space": {"model.n_layer": {"low": 1, "high": 2.5, "int": True}}},
             "an int range needs whole-number low and high",
         ),
-        ({**SPEC, "space": {"seed": {"choices": [1, 2]}}}, "'seed' cannot be searched"),
+        ({**SPEC, "space": {"seed": {"choices": [1, 2]}}}, "search.space: 'seed' cannot be"),
+        ({**SPEC, "overrides": {"seed": 3}}, "search.overrides: 'seed' cannot be searched or set"),
+        (
+            {**SPEC, "overrides": {"train.lrr": 1e-3}},
+            "search.overrides: unknown config key 'train.lrr'",
+        ),
         (
             {**SPEC, "overrides": {"train.lr": 1e-3}},
             "search: train.lr in both space and overrides",

@@ -128,15 +128,14 @@ def trainer_of(workflow: subprocess.Popen[bytes], run: str = "") -> psutil.Proce
     GPU monitor around it has run.py in its command line too, as an argument, not as its
     script).
     """
+    inside = f"results/{run}/" if run else ""
     with contextlib.suppress(psutil.NoSuchProcess):
         for process in psutil.Process(workflow.pid).children(recursive=True):
             try:
                 command = process.cmdline()
             except psutil.NoSuchProcess:
                 continue
-            if command[1:3] == ["project/run.py", "train"] and f"results/{run}" in " ".join(
-                command
-            ):
+            if command[1:3] == ["project/run.py", "train"] and inside in " ".join(command):
                 return process
     return None
 

@@ -23,6 +23,7 @@ with open(SCHEMA, encoding="utf-8") as schema:
 SCRIPTS = Path("workflow/scripts")
 sys.path.insert(0, str(SCRIPTS))
 import resolve
+from search_spec import SearchError, trial_runs
 from sweep import SweepError, sweep_runs
 
 
@@ -53,8 +54,6 @@ def configured_runs():
     """The runs listed under `runs:`, then those of the `sweep:`, then the trials of the
     `search:` that are training or complete (workflow/scripts/search.py), by name.
     """
-    from search_spec import SearchError, trial_runs
-
     # `base:` with nothing after it is null in YAML: no settings.
     listed = {name: run or {} for name, run in config["runs"].items()}
     try:

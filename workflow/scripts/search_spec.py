@@ -50,10 +50,13 @@ def with_defaults(search: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_spec(search: dict[str, Any]) -> None:
-    """What the schema cannot say: ranges that can be drawn from, no searched seed."""
+    """What the schema cannot say: ranges that can be drawn from, no seed searched or set."""
+    for part in ("space", "overrides"):
+        if "seed" in search.get(part, {}):
+            raise SearchError(
+                f"search.{part}: 'seed' cannot be searched or set; list seeds under `seeds:`"
+            )
     for key, space in search["space"].items():
-        if key == "seed":
-            raise SearchError("search.space: 'seed' cannot be searched; list seeds under `seeds:`")
         if "low" in space:
             try:
                 check_range(f"search.space.{key}", space)

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from resolve import read_runs, run_spec
-from search_spec import RESULTS, SearchError
+from search_spec import RESULTS, SearchError, trial_run
 
 OBJECTIVE = "bits_per_char"
 METRICS = "metrics.json"
@@ -154,16 +154,18 @@ def refused_runs(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dic
 
 
 def check_space_values(config: dict[str, Any], search: dict[str, Any]) -> None:
-    """Refuse a space that names a key the project lacks or a value of the wrong type: each
-    end of each range and each choice, alone, must not meet SPEC_ERRORS. Other refusals
-    (an impossible combination, a value out of its range) are a trial's failure.
+    """Refuse a spec that names a key the project lacks or a value of the wrong type: its
+    overrides alone, then each end of each range and each choice with them, resolved as a
+    trial's run is, must not meet SPEC_ERRORS. Other refusals (an impossible combination,
+    a value out of its range) are a trial's failure.
     """
-    probes = {}
+    probes = {"probe0": ("search.overrides", trial_run(search, {}))}
     for key, space in sorted(search["space"].items()):
         values = space.get("choices", [space.get("low"), space.get("high")])
         for value in values:
-            probes[f"probe{len(probes)}"] = (key, {"overrides": {key: value}})
+            probes[f"probe{len(probes)}"] = (f"search.space.{key}", trial_run(search, {key: value}))
     refused = refused_runs(config, {name: run for name, (_, run) in probes.items()})
-    for name, reason in refused.items():
+    for name, (where, _) in probes.items():
+        reason = refused.get(name, "")
         if any(error in reason for error in SPEC_ERRORS):
-            raise SearchError(f"search.space.{probes[name][0]}: {reason}")
+            raise SearchError(f"{where}: {reason}")
