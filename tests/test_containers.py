@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from utils.sections import DataConfig
+from project.utils.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
@@ -149,12 +148,12 @@ def test_cuda_base_matches_torch_wheel_index(instructions: list[Instruction]) ->
 
 
 def test_torch_pin_comes_from_the_requirements(instructions: list[Instruction]) -> None:
-    pins = re.findall(r"^torch==(\S+)$", (REPO / "project/requirements.txt").read_text(), re.M)
-    assert len(pins) == 1, "project/requirements.txt pins torch exactly once"
+    pins = re.findall(r"^torch==(\S+)$", (REPO / "harness/requirements.txt").read_text(), re.M)
+    assert len(pins) == 1, "harness/requirements.txt pins torch exactly once"
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
-    assert "grep -E '^torch==' /tmp/requirements/project/requirements.txt" in runs
+    assert "grep -E '^torch==' /tmp/requirements/harness/requirements.txt" in runs
     assert '--index-url "${TORCH_INDEX_URL}"' in runs
-    assert "-r /tmp/requirements/requirements.txt" in runs
+    assert "-r /tmp/requirements/workflow.txt /tmp/requirements/harness" in runs
 
 
 def test_final_stage_runs_as_numeric_non_root_user(final_stage: list[Instruction]) -> None:

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 import torch
+from project.data.dataset import CharTokenizer, PreparedData
+from project.model.gpt import CharGPT
+from project.testing import evaluator
+from project.testing.metrics import Figure
+from project.utils.config import EvalConfig, ModelConfig
 
 import summarize
-from data.dataset import CharTokenizer, PreparedData
-from model.gpt import CharGPT
 from report_sections import baselines, validation_metrics
-from testing import evaluator
-from testing.metrics import Figure
-from utils.sections import EvalConfig, ModelConfig
 
 TEXT = "O Romeo, Romeo! wherefore art thou Romeo? Deny thy father and refuse thy name"
 # The new metric: a FAKE value, marked for the summary.

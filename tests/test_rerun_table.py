@@ -1,5 +1,5 @@
-"""README's "What reruns after an edit" table against what the project derives: each
-stage's code (project/reads.py: run.py and the import closure of the stage's module) and
+"""README's "What reruns after an edit" table against what the plan derives: each
+stage's code (harness/planner.py: run.py and the import closure of the stage's module) and
 config sections (the stage's declaration), carried downstream along the workflow's rule
 graph. The table is written once, by hand, and this test keeps it true.
 """
@@ -10,15 +10,14 @@ import re
 from pathlib import Path
 
 import pytest
+from harness.plan import load_plan
+from harness.planner import plan_modules, stage_sources
 from workflow_runs import REPO, snakemake
-
-from reads import project_modules, stage_module, stage_sources
-from utils.stage import PIPELINE, declared
 
 TARGET = "all"
 NOTHING = "nothing"  # the table's word for a module that no stage runs
 
-DECLARATIONS = {module: declared(stage_module(module)) for module in PIPELINE}
+PLAN = load_plan(REPO / "project")
 
 
 def readme_table() -> list[tuple[list[str], set[str]]]:
@@ -59,13 +58,13 @@ def reruns(direct: set[str], downstream: dict[str, set[str]]) -> set[str]:
 def test_every_module_row_matches_the_derived_code_inputs(
     downstream: dict[str, set[str]],
 ) -> None:
-    code = {read["name"]: stage_sources(module) for module, read in DECLARATIONS.items()}
+    code = {stage.name: stage_sources(PLAN, stage) for stage in PLAN.stages}
     listed: dict[Path, set[str]] = {}
     for items, expected in readme_table():
         files = [path for item in items for path in sorted(REPO.glob(item)) if "/" in item]
         for path in files:
             listed[path] = expected
-    for module in project_modules():
+    for module in plan_modules(PLAN):
         assert module in listed, f"{module.relative_to(REPO)} is missing from the README table"
         direct = {stage for stage, files in code.items() if module in files}
         assert listed[module] == reruns(direct, downstream), module.relative_to(REPO)
@@ -75,7 +74,7 @@ def test_every_module_row_matches_the_derived_code_inputs(
 def test_every_config_row_matches_the_sections_each_stage_reads(
     downstream: dict[str, set[str]],
 ) -> None:
-    sections = {read["name"]: read["sections"] for read in DECLARATIONS.values()}
+    sections = {stage.name: stage.sections for stage in PLAN.stages}
     checked = 0
     for items, expected in readme_table():
         for key in (item for item in items if "/" not in item):

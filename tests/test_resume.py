@@ -16,9 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from project.training.resume import log_until
 from workflow_runs import run_and_kill_trainer, run_and_stop, snakemake, tiny_repo
-
-from training.resume import log_until
 
 # Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
 RESUMABLE = {

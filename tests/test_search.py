@@ -109,7 +109,10 @@ def outcome(study: optuna.Study) -> list[tuple[Any, ...]]:
         ({**SPEC, "trials": 0}, "search.trials: 0 is less than the minimum of 1"),
         ({**SPEC, "trails": 3}, "'trails' was unexpected"),
         ({**SPEC, "space": {}}, "search.space: {} should be non-empty"),
-        ({**SPEC, "space": {"training.lr": {"low": 1, "high": 2}}}, "'training.lr' does not"),
+        (
+            {**SPEC, "space": {"training.lr": {"low": 1, "high": 2}}},
+            "unknown config key 'training'",
+        ),
         ({**SPEC, "space": {"train.lr": {"low": 1e-2, "high": 1e-4}}}, "low must be below high"),
         (
             {**SPEC, "space": {"train.lr": {"low": 0.0, "high": 1e-2, "log": True}}},

@@ -24,7 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-COPIED = ("Snakefile", "workflow", "project", "config", "profiles")
+COPIED = ("Snakefile", "workflow", "harness", "project", "plans", "config", "profiles")
 IGNORED = shutil.ignore_patterns("__pycache__", ".pytest_cache", "outputs", "tests")
 
 # How long a workflow may run before a test calls it hung: a guard, not a figure under test

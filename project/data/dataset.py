@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from utils.inputs import StaleInputError, require, verify
-from utils.io import read_json
+from harness.inputs import StaleInputError, require, verify
+from harness.io import read_json
 
 ID_BYTES = np.dtype(np.uint16).itemsize  # D3: ids on disk
 REBUILD = "rebuild it: snakemake --forcerun prepare, or python run.py prepare"

@@ -19,15 +19,17 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from utils.config import REPO_DIR
-from utils.errors import ProjectError
-from utils.inputs import StaleInputError, sha256_of
-from utils.sections import DataConfig
+from harness.errors import ProjectError
+from harness.inputs import StaleInputError, sha256_of
+from harness.sections import ConfigError
+
+from ..utils.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
+REPO_DIR = Path(__file__).resolve().parents[2]  # config paths are relative to it
 CHUNK_BYTES = 1 << 20  # stream downloads 1 MiB at a time
 MIRROR_ENV = "CHARGPT_DATA_MIRROR"
 CACHE_ENV = "CHARGPT_DATA_CACHE"
@@ -103,6 +105,25 @@ def recorded_source(record: dict[str, str], config: DataConfig) -> SourceFile:
 def source_record(source: SourceFile) -> dict[str, str]:
     """A SourceFile as JSON (what `recorded_source` reads back)."""
     return {**asdict(source), "path": str(source.path)}
+
+
+def planned_source(data: DataConfig) -> dict[str, str]:
+    """Where the prepare stage will find the text (a planned download where it must fetch
+    it), as the workflow records it before any job (source.json).
+    """
+    return source_record(locate_source(data, download=False))
+
+
+def source_override(source: str) -> dict[str, Any]:
+    """`--data-source`: a file (data.local_file), a mirror folder (data.mirror_dir) or a URL."""
+    if source.startswith(("http://", "https://")):
+        return {"data": {"url": source}}
+    path = Path(source).expanduser().resolve()
+    if path.is_dir():
+        return {"data": {"mirror_dir": str(path)}}
+    if path.is_file():
+        return {"data": {"local_file": str(path)}}
+    raise ConfigError(f"--data-source {source}: no such file or folder (nor an http(s) URL)")
 
 
 class _TruncatedBody(OSError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.config import ConfigError
+from ..utils.config import ConfigError
 
 
 def epoch_generator(seed: int, epoch: int) -> np.random.Generator:

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.errors import ProjectError
+from harness.inputs import file_record
+from harness.io import write_bytes, write_json, write_text
 
-from data.dataset import CharTokenizer, DataFiles, manifest_digest
-from data.download import SourceFile
-from utils.errors import ProjectError
-from utils.inputs import file_record
-from utils.io import write_bytes, write_json, write_text
-from utils.sections import DataConfig
+from ..data.dataset import CharTokenizer, DataFiles, manifest_digest
+from ..data.download import SourceFile
+from ..utils.config import DataConfig
 
 logger = logging.getLogger(__name__)
 

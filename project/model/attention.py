@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.rope import RotaryEmbedding
+from ..model.rope import RotaryEmbedding
 
 
 @dataclass

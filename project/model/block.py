@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.attention import CausalSelfAttention, KVCache
-from model.feedforward import SwiGLU
-from model.norm import RMSNorm
-from model.rope import RotaryEmbedding
+from ..model.attention import CausalSelfAttention, KVCache
+from ..model.feedforward import SwiGLU
+from ..model.norm import RMSNorm
+from ..model.rope import RotaryEmbedding
 
 
 class TransformerBlock(nn.Module):

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from model.attention import KVCache
-from model.block import TransformerBlock
-from model.embedding import TokenEmbedding
-from model.init import init_weights
-from model.norm import RMSNorm
-from model.rope import RotaryEmbedding
-from utils.sections import ModelConfig
+from ..model.attention import KVCache
+from ..model.block import TransformerBlock
+from ..model.embedding import TokenEmbedding
+from ..model.init import init_weights
+from ..model.norm import RMSNorm
+from ..model.rope import RotaryEmbedding
+from ..utils.config import ModelConfig
 
 
 class CharGPT(nn.Module):

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from model.block import TransformerBlock
+from ..model.block import TransformerBlock
 
 
 def residual_std(init_std: float, n_layer: int) -> float:

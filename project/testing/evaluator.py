@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from data.dataset import PreparedData
-from model.gpt import CharGPT
-from testing.metrics import (
+from ..data.dataset import PreparedData
+from ..model.gpt import CharGPT
+from ..testing.metrics import (
     Figure,
     baseline_record,
     bits_per_char,
@@ -18,8 +18,8 @@ from testing.metrics import (
     uniform_loss,
     unigram_loss,
 )
-from testing.validation import eval_stride, scored_batches, scored_positions
-from utils.sections import EvalConfig
+from ..testing.validation import eval_stride, scored_batches, scored_positions
+from ..utils.config import EvalConfig
 
 
 @dataclass(frozen=True)

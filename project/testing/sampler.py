@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from data.dataset import CharTokenizer, UnknownCharacterError
-from model.gpt import CharGPT
-from utils.sections import ConfigError, SampleConfig
+from ..data.dataset import CharTokenizer, UnknownCharacterError
+from ..model.gpt import CharGPT
+from ..utils.config import ConfigError, SampleConfig
 
 
 def sample_text(model: CharGPT, tokenizer: CharTokenizer, settings: SampleConfig) -> str:

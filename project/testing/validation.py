@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from harness.device import autocast, inference_mode
 
-from data.dataset import PreparedData
-from data.loader import eval_batches, eval_windows
-from model.gpt import CharGPT
-from utils.device import autocast, inference_mode
-from utils.sections import ConfigError, EvalConfig
+from ..data.dataset import PreparedData
+from ..data.loader import eval_batches, eval_windows
+from ..model.gpt import CharGPT
+from ..utils.config import ConfigError, EvalConfig
 
 
 def eval_stride(config: EvalConfig, block_size: int) -> int:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_files import output
 
-import run
-from model.gpt import CharGPT
-from utils.sections import ModelConfig
+from project.model.gpt import CharGPT
+from project.tests import dispatch as run
+from project.tests.run_files import output
+from project.utils.config import ModelConfig
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # The offline copy beside the checkout: <repo>/../shared/data/tinyshakespeare/input.txt

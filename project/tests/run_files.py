@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import run
-from training.stage_train import WORK_DIR
+from project.stages.train import WORK_DIR
+from project.tests import dispatch as run
 
 
 def output(out_dir: Path, name: str) -> Path:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import run
-from data.dataset import DataFiles, PreparedData
-from training import bench
-from training.bench import (
+from project.data.dataset import DataFiles, PreparedData
+from project.tests import dispatch as run
+from project.tests.dispatch import load
+from project.training import bench
+from project.training.bench import (
     TOP_KERNELS,
     VARIANTS,
     Variant,
@@ -22,7 +23,6 @@ from training.bench import (
     profile_steps,
     variants,
 )
-from utils.config import load
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

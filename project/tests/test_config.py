@@ -10,19 +10,12 @@ import pytest
 import torch
 import torch._inductor
 import yaml
+from harness.config import merge, nested, parse_assignment, read_yaml
 
-import run
-from utils.config import (
-    PLAN_CONFIG,
-    ConfigError,
-    load,
-    merge,
-    nested,
-    parse_assignment,
-    read_yaml,
-    resolve,
-)
-from utils.sections import COMPILE_MODES, Config, build
+from project.tests import dispatch as run
+from project.tests.dispatch import PLAN_CONFIG, load
+from project.tests.dispatch import resolve_config as resolve
+from project.utils.config import COMPILE_MODES, Config, ConfigError, build
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:
@@ -246,12 +239,12 @@ def test_bad_set_exits_2_before_writing_anything(
 def test_config_cli_prints_the_resolved_config_or_the_bad_key(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from utils.config import CPU_PRESET, main
-
-    assert main(["--config", str(CPU_PRESET), "--set", "train.lr=3e-4", "--device", "cpu"]) == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
+    preset = str(PLAN_CONFIG.with_name("cpu.yaml"))
+    shown = ["config", "--config", preset, "--set", "train.lr=3e-4", "--device", "cpu"]
+    assert run.main(shown) == 0
+    printed = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
     assert printed["train"]["lr"] == 3e-4 and printed["device"] == "cpu"
-    assert main(["--config", str(CPU_PRESET), "--set", "model.n_layers=2"]) == 2
+    assert run.main(["config", "--config", preset, "--set", "model.n_layers=2"]) == 2
     assert "model.n_layers" in capsys.readouterr().err
 
 

@@ -12,17 +12,17 @@ from typing import IO, Any
 import numpy as np
 import pytest
 import torch
-from run_files import output
+from harness.io import atomic_write, write_bytes
 
-import run
-from data import download, preprocess
-from data.dataset import CharTokenizer, DataFiles, PreparedData, UnknownCharacterError
-from data.download import CACHE_ENV, MIRROR_ENV, DataSourceError, locate_source
-from data.loader import TrainBatches, eval_batches, eval_windows
-from data.preprocess import prepare, split_point
-from utils.config import load
-from utils.io import atomic_write, write_bytes
-from utils.sections import DataConfig
+from project.data import download, preprocess
+from project.data.dataset import CharTokenizer, DataFiles, PreparedData, UnknownCharacterError
+from project.data.download import CACHE_ENV, MIRROR_ENV, DataSourceError, locate_source
+from project.data.loader import TrainBatches, eval_batches, eval_windows
+from project.data.preprocess import prepare, split_point
+from project.tests import dispatch as run
+from project.tests.dispatch import load
+from project.tests.run_files import output
+from project.utils.config import DataConfig
 
 N_CHARS, TRAIN_CHARS, VAL_CHARS = 1_115_394, 1_003_854, 111_540
 

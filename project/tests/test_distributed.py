@@ -17,12 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from run_files import output, work_file
+from harness.io import read_json, read_jsonl
 
-from training.checkpoint import LAST
-from training.resume import LOG_FILE, log_until
-from utils.config import PROJECT_DIR
-from utils.io import read_json, read_jsonl
+from project.tests.dispatch import PROJECT_DIR
+from project.tests.run_files import output, work_file
+from project.training.checkpoint import LAST
+from project.training.resume import LOG_FILE, log_until
 
 Argv = Callable[..., list[str]]
 # Without dropout both runs compute the same function: each process's masks differ.

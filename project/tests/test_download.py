@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.inputs import sha256_of
 
-from data.download import DataSourceError, SourceFile, fetch_source
-from utils.inputs import sha256_of
+from project.data.download import DataSourceError, SourceFile, fetch_source
 
 BODY = bytes(range(256)) * 40 + b"To be, or not to be\n"  # ~10 kB, several TCP segments
 DIGEST = hashlib.sha256(BODY).hexdigest()

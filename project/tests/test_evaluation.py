@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from data.dataset import CharTokenizer, PreparedData
-from model.gpt import CharGPT
-from testing.evaluator import evaluate, score_split
-from testing.metrics import (
+from project.data.dataset import CharTokenizer, PreparedData
+from project.model.gpt import CharGPT
+from project.testing.evaluator import evaluate, score_split
+from project.testing.metrics import (
     bits_per_char,
     perplexity,
     topk_hits,
@@ -22,7 +22,7 @@ from testing.metrics import (
     unigram_log_probs,
     unigram_loss,
 )
-from utils.sections import EvalConfig
+from project.utils.config import EvalConfig
 
 # score_split's loss against the brute force's, the same model scored in other batches:
 # measured with torch 2.13 on a 2-core AMD EPYC (AVX-512), 1 and 2 threads,

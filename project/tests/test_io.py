@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness.io import DiskFullError, remove_stale_temp_files, write_bytes, write_json
 
-from training.checkpoint import save_checkpoint
-from utils.io import DiskFullError, remove_stale_temp_files, write_bytes, write_json
+from project.training.checkpoint import save_checkpoint
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MEGABYTE = 1 << 20
@@ -103,7 +103,7 @@ def test_other_os_errors_pass_through(tmp_path: Path, monkeypatch: pytest.Monkey
 KILLED_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from utils.io import atomic_write
+from harness.io import atomic_write
 
 def write(handle):
     handle.write(b"half a checkpoint")

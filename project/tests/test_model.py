@@ -8,15 +8,15 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from model.attention import CausalSelfAttention, KVCache
-from model.block import TransformerBlock
-from model.embedding import TokenEmbedding
-from model.feedforward import SwiGLU, swiglu_hidden_width
-from model.gpt import CharGPT
-from model.init import residual_std
-from model.norm import RMSNorm
-from model.rope import RotaryEmbedding
-from utils.config import load
+from project.model.attention import CausalSelfAttention, KVCache
+from project.model.block import TransformerBlock
+from project.model.embedding import TokenEmbedding
+from project.model.feedforward import SwiGLU, swiglu_hidden_width
+from project.model.gpt import CharGPT
+from project.model.init import residual_std
+from project.model.norm import RMSNorm
+from project.model.rope import RotaryEmbedding
+from project.tests.dispatch import load
 
 B, T, D, H = 3, 10, 32, 4
 HEAD_DIM = D // H

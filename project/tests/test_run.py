@@ -20,18 +20,18 @@ from typing import Any
 
 import pytest
 import torch
-from run_files import output, work_file
+from harness.inputs import file_record
+from harness.io import read_json, read_jsonl, write_json
 
-import run
-from data.loader import TrainBatches
-from testing import stage_evaluate
-from training.checkpoint import LAST, save_checkpoint
-from training.optim import learning_rate
-from training.resume import LOG_FILE, log_until
-from training.stage_train import WORK_DIR
-from utils.config import load
-from utils.inputs import file_record
-from utils.io import read_json, read_jsonl, write_json
+from project.data.loader import TrainBatches
+from project.stages import evaluate as stage_evaluate
+from project.stages.train import WORK_DIR
+from project.tests import dispatch as run
+from project.tests.dispatch import load
+from project.tests.run_files import output, work_file
+from project.training.checkpoint import LAST, save_checkpoint
+from project.training.optim import learning_rate
+from project.training.resume import LOG_FILE, log_until
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"

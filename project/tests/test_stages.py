@@ -1,38 +1,37 @@
-"""The stage declarations (utils/stage.py), the code fingerprints that decide reruns
-(utils/fingerprint.py) and what reads.py derives from both for the workflow.
+"""The plan's stage declarations (plan.py, stages/), the code fingerprints that decide
+reruns (harness/fingerprint.py) and what the planner derives from both for the workflow.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from harness.cli import stage_records
+from harness.fingerprint import closure, code_record, module_digest, record_of
+from harness.planner import plan_modules, roots, stage_sources
+from harness.stage import write_stage_configs
 
-import run
-from reads import PROJECT_DIR, project_modules, stage_module, stage_sources
-from utils.config import ConfigError, build, resolve
-from utils.fingerprint import closure, code_record, module_digest, record_of
-from utils.stage import DECLARED, PIPELINE, TOOLS, declared, write_stage_configs
+from project.tests import dispatch as run
+from project.tests.dispatch import PLAN, PROJECT_DIR
+from project.tests.dispatch import resolve_config as resolve
+from project.utils.config import ConfigError, build
 
-MODULES = (*PIPELINE, *TOOLS)
 SECTIONS = ("seed", "device", "data", "model", "train", "eval", "sample")
 
 
-def stage_names() -> dict[str, str]:
-    return {module: declared(stage_module(module))["name"] for module in PIPELINE}
+def stage_code(stage_name: str) -> set[Path]:
+    return stage_sources(PLAN, PLAN.stage(stage_name))
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_the_parsed_declaration_is_the_imported_one(module: str) -> None:
-    """The workflow parses what run.py imports: the same fields, written as literals."""
-    stage = importlib.import_module(module).STAGE
-    assert declared(stage_module(module)) == {key: getattr(stage, key) for key in DECLARED}
-    assert stage.run.__module__ == module
+def test_the_plan_declares_each_stage_once_with_its_role() -> None:
+    assert [stage.name for stage in PLAN.stages] == ["prepare", "train", "evaluate", "sample"]
+    assert PLAN.training.name == "train" and PLAN.record()["stages"]["train"]["trains"]
+    assert {s.name for s in PLAN.stages if s.gpu} == {"train", "evaluate", "sample"}
 
 
 def test_every_input_is_an_output_of_an_earlier_stage() -> None:
@@ -66,13 +65,12 @@ def test_a_stage_offers_its_own_files_and_options_only(capsys: pytest.CaptureFix
 
 
 def test_stage_config_files_change_only_when_their_content_does(tmp_path: Path) -> None:
-    sections = {stage.name: stage.sections for stage in run.CHAIN}
-    paths = write_stage_configs(tmp_path, resolve(None, [], cuda=False), sections)
-    assert set(paths) == {*sections, "resolved"}
+    paths = write_stage_configs(tmp_path, stage_records(resolve(None, [], cuda=False), PLAN))
+    assert set(paths) == {stage.name for stage in run.CHAIN[1:]} | {"resolved"}
     before = {name: path.stat().st_mtime_ns for name, path in paths.items()}
     time.sleep(0.01)
     changed_run = resolve(None, [{"sample": {"temperature": 1.0}}], cuda=False)
-    write_stage_configs(tmp_path, changed_run, sections)
+    write_stage_configs(tmp_path, stage_records(changed_run, PLAN))
     changed = {name for name, path in paths.items() if path.stat().st_mtime_ns != before[name]}
     assert changed == {"sample", "resolved"}
     assert json.loads(paths["sample"].read_text())["sample"]["temperature"] == 1.0
@@ -80,10 +78,17 @@ def test_stage_config_files_change_only_when_their_content_does(tmp_path: Path) 
 
 def test_code_inputs_follow_every_import_of_the_stage_module() -> None:
     code = {
-        name: {p.relative_to(PROJECT_DIR).as_posix() for p in stage_sources(module)}
-        for module, name in stage_names().items()
+        stage.name: {
+            p.relative_to(PROJECT_DIR).as_posix()
+            for p in stage_code(stage.name)
+            if p.is_relative_to(PROJECT_DIR)
+        }
+        for stage in PLAN.stages
     }
     assert all("run.py" in files for files in code.values())
+    # The stages import the plan's modules, never another stage's.
+    for name, files in code.items():
+        assert not {f"stages/{o.name}.py" for o in PLAN.stages if o.name != name} & files
     # Training validates through the loss-only path: evaluation's own code is not its input.
     assert "testing/validation.py" in code["train"]
     assert not {"testing/metrics.py", "testing/evaluator.py"} & code["train"]
@@ -115,7 +120,7 @@ def test_every_import_form_counts(tmp_path: Path) -> None:
         "import pkg.b\nfrom pkg import c\nfrom . import d\nfrom .e import X\n"
         "import os\n\n\ndef late():\n    from pkg.f import X\n    import other.g\n",
     )
-    found = {path.relative_to(root).as_posix() for path in closure(start, root)}
+    found = {path.relative_to(root).as_posix() for path in closure(start, (root,))}
     expected = {f"pkg/{n}.py" for n in ("__init__", "a", "b", "c", "d", "e", "f")}
     assert found == expected | {"other/__init__.py", "other/g.py"}
 
@@ -172,8 +177,12 @@ def test_no_behaviour_change_in_any_project_module_is_missed(tmp_path: Path) -> 
     copy = tmp_path / "project"
     shutil.copytree(PROJECT_DIR, copy, ignore=shutil.ignore_patterns("tests", "__pycache__"))
     stages = {
-        name: {copy / p.relative_to(PROJECT_DIR) for p in stage_sources(module)}
-        for module, name in stage_names().items()
+        stage.name: {
+            copy / p.relative_to(PROJECT_DIR)
+            for p in stage_code(stage.name)
+            if p.is_relative_to(PROJECT_DIR)
+        }
+        for stage in PLAN.stages
     }
     digests = {path: module_digest(path) for files in stages.values() for path in files}
 
@@ -183,14 +192,15 @@ def test_no_behaviour_change_in_any_project_module_is_missed(tmp_path: Path) -> 
         return record_of(record)["fingerprint"]
 
     fingerprint = {name: fingerprint_of(name, {}) for name in stages}
-    assert fingerprint == {n: code_record(f, copy)["fingerprint"] for n, f in stages.items()}
+    assert fingerprint == {n: code_record(f, (copy,))["fingerprint"] for n, f in stages.items()}
     edits = [
         changed_constant,
         lambda source: source + "\n\ndef probe(a=2):\n    return a\n",
         lambda source: source + "\n\n@staticmethod\ndef probe():\n    return 0\n",
         lambda source: source + '\n__all__ = ["probe"]\n',
     ]
-    for module in project_modules():
+    assert roots(PLAN)[0] == PROJECT_DIR.parent
+    for module in plan_modules(PLAN):
         path = copy / module.relative_to(PROJECT_DIR)
         original = path.read_text(encoding="utf-8")
         for edit in edits:

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness.device import resolve_precision
+from harness.seed import seed_everything
 from torch._dynamo.testing import CompileCounter
 
-import run
-from data.dataset import DataFiles, PreparedData
-from model.gpt import CharGPT
-from training.trainer import Trainer, compiled_blocks
-from utils.config import Config, load
-from utils.device import resolve_precision
-from utils.sections import COMPILE_SCOPES
-from utils.seed import seed_everything
+from project.data.dataset import DataFiles, PreparedData
+from project.model.gpt import CharGPT
+from project.tests import dispatch as run
+from project.tests.dispatch import load
+from project.training.trainer import Trainer, compiled_blocks
+from project.utils.config import COMPILE_SCOPES, Config
 
 STEPS = 200
 

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import torch
 
-from model.gpt import CharGPT
-from training.checkpoint import LAST, CheckpointError, load_checkpoint, save_checkpoint
-from training.loss import next_char_loss
-from training.optim import build_optimizer, build_schedule, learning_rate, warmup_steps
-from training.resume import ResumeError, log_until
-from training.trainer import Trainer
-from utils.config import Config, load
-from utils.sections import TrainConfig
+from project.model.gpt import CharGPT
+from project.tests.dispatch import load
+from project.training.checkpoint import LAST, CheckpointError, load_checkpoint, save_checkpoint
+from project.training.loss import next_char_loss
+from project.training.optim import build_optimizer, build_schedule, learning_rate, warmup_steps
+from project.training.resume import ResumeError, log_until
+from project.training.trainer import Trainer
+from project.utils.config import Config, TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from run_files import output
 
-import run
-from data.dataset import manifest_digest
+from project.data.dataset import manifest_digest
+from project.tests import dispatch as run
+from project.tests.run_files import output
 
 Argv = Callable[..., list[str]]
 

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness.device import resolve_device, resolve_precision
+from harness.seed import seed_everything
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from data.dataset import PreparedData
-from model.gpt import CharGPT
-from training.trainer import Trainer
-from utils.config import Config, ConfigError
-from utils.device import resolve_device, resolve_precision
-from utils.seed import seed_everything
+from ..data.dataset import PreparedData
+from ..model.gpt import CharGPT
+from ..training.trainer import Trainer
+from ..utils.config import Config, ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness.errors import ProjectError
+from harness.inputs import require
+from harness.io import remove_stale_temp_files, write_bytes
 
-from model.gpt import CharGPT
-from utils.config import Config, build
-from utils.errors import ProjectError
-from utils.inputs import require
-from utils.io import remove_stale_temp_files, write_bytes
+from ..model.gpt import CharGPT
+from ..utils.config import Config, build
 
 BEST = "best.pt"
 LAST = "last.pt"

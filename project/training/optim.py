@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from utils.sections import TrainConfig
+from ..utils.config import TrainConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from training.resume import TrainState
+from ..training.resume import TrainState
 
 logger = logging.getLogger(__name__)
 

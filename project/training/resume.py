@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.config import ConfigError, build, changed_keys
-from utils.errors import ProjectError
+from harness.config import changed_keys
+from harness.errors import ProjectError
+
+from ..utils.config import ConfigError, build
 
 # The log inside the work folder, private to training: the outputs are named by the caller.
 LOG_FILE = "train_log.jsonl"

@@ -21,16 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness.device import autocast
+from harness.distributed import Ranks
+from harness.errors import ProjectError
+from harness.io import append_jsonl, write_jsonl
+from harness.seed import rng_state, seed_rank, set_rng_state
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from data.loader import TrainBatches
-from model.gpt import CharGPT
-from training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
-from training.loss import next_char_loss
-from training.optim import build_optimizer, build_schedule, learning_rate
-from training.progress import Progress
-from training.resume import (
+from ..data.loader import TrainBatches
+from ..model.gpt import CharGPT
+from ..training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
+from ..training.loss import next_char_loss
+from ..training.optim import build_optimizer, build_schedule, learning_rate
+from ..training.progress import Progress
+from ..training.resume import (
     LOG_FILE,
     SAFE_ON_RESUME,
     ResumeError,
@@ -39,13 +44,8 @@ from training.resume import (
     log_until,
     resumable_changes,
 )
-from training.step import GraphedStep
-from utils.config import Config
-from utils.device import autocast
-from utils.distributed import Ranks
-from utils.errors import ProjectError
-from utils.io import append_jsonl, write_jsonl
-from utils.seed import rng_state, seed_rank, set_rng_state
+from ..training.step import GraphedStep
+from ..utils.config import Config
 
 logger = logging.getLogger(__name__)
 

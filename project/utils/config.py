@@ -1,316 +1,235 @@
-"""A run's configuration: the plan (the defaults of utils/sections.py) plus overrides.
-
-A config file given with `--config` (or the CPU preset) and `--set key=value` pairs may
-only override keys that the plan has; unknown keys, wrong types and out-of-range values are
-rejected before any work starts, with a message that names the key.
-
-`resolve` decides a run's configuration once (plan, preset or the user's file, overrides,
-and what `auto` means here); each stage then reads only the sections its declaration
-names (utils/stage.py), so a change reruns exactly the stages that read it. This module needs
-only PyYAML: the workflow calls it before any job, where importing torch would cost seconds.
+"""The plan's configuration (../shared/plan.md): every section, every key, its type, its
+check, and as its default the plan's value. These defaults are the one source of truth for
+every hyperparameter: a config file (the CPU preset, a user's own), `--set key=value` and a
+stage's config only override keys that exist here (harness.config loads and resolves them,
+harness.sections builds and checks them). Needs only the standard library: the workflow
+builds configs before any job.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import functools
-import importlib.util
-import os
+import dataclasses
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from harness.sections import (
+    DEVICES,
+    ConfigError,
+    as_mapping,
+    build_config,
+    require,
+    require_choice,
+    require_seed,
+)
 
-if __package__ in (None, ""):  # run as a script: make `utils` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+__all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "Config", "ConfigError", "build"]
 
-from utils.sections import DEVICES, Config, ConfigError, build, reject_unknown
-
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-REPO_DIR = PROJECT_DIR.parent
-CONFIG_DIR = PROJECT_DIR / "configs"
-# Holds no keys: `--config configs/plan.yaml` insists on the plan where the CPU preset
-# would stand in.
-PLAN_CONFIG = CONFIG_DIR / "plan.yaml"
-CPU_PRESET = CONFIG_DIR / "cpu.yaml"
-
-# What a run may change without being a deviation from the plan's design.
-RUN_CHOICES = ("seed", "device", "train.epochs")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; an empty file is an empty mapping."""
-    return copy.deepcopy(_parse_yaml(path))
-
-
-@functools.cache
-def _parse_yaml(path: Path) -> dict[str, Any]:
-    """Each file is parsed once a process: the workflow resolves many runs of the same files."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with path.open("rb") as handle:  # bytes: PyYAML itself reports text that is not UTF-8
-        try:
-            loaded = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ConfigError(
-                f"config file {path} is not valid YAML: {_yaml_problem(error)}"
-            ) from error
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded)}")
-    return loaded
-
-
-def _yaml_problem(error: yaml.YAMLError, column_offset: int = 0) -> str:
-    """`line L, column C: problem` from PyYAML's error (1-based, as editors count);
-    `column_offset` shifts columns on the first line (the key before a `--set` value).
-    """
-    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
-        return " ".join(str(error).split())  # e.g. a control character: PyYAML names no line
-    mark = error.problem_mark
-    column = mark.column + (column_offset if mark.line == 0 else 0)
-    return f"line {mark.line + 1}, column {column + 1}: {error.problem}"
-
-
-def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Return `base` with `override` applied; a key that `base` lacks is an error."""
-    reject_unknown(override, base, prefix)
-    merged = dict(base)  # a new mapping at every level that the override reaches
-    for key, value in override.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{dotted}' must be a mapping of keys")
-            merged[key] = merge(base[key], value, prefix=f"{dotted}.")
-        else:
-            merged[key] = value
-    return merged
-
-
-def parse_assignment(text: str) -> dict[str, Any]:
-    """Turn `a.b=value` (from `--set`) into the nested mapping {'a': {'b': value}}."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set expects key=value (for example train.lr=3e-4), got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as error:
-        problem = _yaml_problem(error, column_offset=len(key) + 1)
-        raise ConfigError(f"--set {text!r} is not valid YAML: {problem}") from error
-    return nested(key, value)
-
-
-def load(
-    config_file: Path | None = None, overrides: list[dict[str, Any]] | tuple = ()
-) -> tuple[Config, dict[str, Any]]:
-    """Load the plan (Config's defaults), then `config_file`, then each override mapping
-    in order. Returns the checked Config and the merged raw mapping.
-    """
-    raw = merged(config_file, overrides)
-    return build(raw), copy.deepcopy(raw)
-
-
-def merged(
-    config_file: Path | None = None, overrides: list[dict[str, Any]] | tuple = ()
-) -> dict[str, Any]:
-    """The plan, then `config_file`, then each override, as one mapping (which shares what
-    no override changed with plan_mapping(): read it, don't change it).
-    """
-    raw = plan_mapping()
-    if config_file is not None:
-        raw = merge(raw, read_yaml(config_file))
-    for override in overrides:
-        raw = merge(raw, override)
-    return raw
-
-
-@functools.cache
-def plan_mapping() -> dict[str, Any]:
-    """The plan (Config's defaults) as a mapping; shared: merge copies what it changes."""
-    return Config().to_dict()
-
-
-def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two raw mappings of the same sections."""
-    return [row["key"] for row in _diff(new, old, prefix="")]
-
-
-def _diff(used: dict[str, Any], plan: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    rows = []
-    for key, value in used.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_diff(value, plan[key], prefix=f"{dotted}."))
-        elif value != plan[key]:
-            rows.append({"key": dotted, "plan": plan[key], "used": value})
-    return rows
-
-
-# -- resolving a run's configuration ----------------------------------------------------
+# torch.compile's modes (train.compile_mode), each with whether it replays the model from
+# CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
+COMPILE_MODES: dict[str, bool] = {
+    "default": False,
+    "reduce-overhead": True,
+    "max-autotune": True,
+    "max-autotune-no-cudagraphs": False,
+}
+# What torch.compile compiles (train.compile_scope): the whole forward, or each transformer
+# block on its own ("regional compilation": the L blocks share one compilation, meant for a
+# faster cold start, but nothing is fused across blocks).
+COMPILE_SCOPES = ("model", "block")
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """A run's configuration, decided once: every key, `device` concrete (cpu or cuda)."""
+class DataConfig:
+    """D1-D2: where the text comes from and how it is split."""
 
-    config: Config
-    raw: dict[str, Any]  # config as a mapping of checked values
-    source: str  # "default" (the plan), "cpu-preset" or the user's file
+    dataset: str = "tinyshakespeare"
+    filename: str = "input.txt"
+    url: str | None = (
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    )
+    # null: any UTF-8 text, its digest recorded in the manifest
+    sha256: str | None = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    local_file: str | None = None  # an explicit copy of the text (preferred source)
+    # offline mirror, laid out <mirror>/<dataset>/<filename>; env CHARGPT_DATA_MIRROR overrides
+    mirror_dir: str | None = "../shared/data"
+    cache_dir: str = "data_cache"  # where downloads are kept; env CHARGPT_DATA_CACHE overrides
+    train_fraction: float = 0.9
+    download_retries: int = 4
+    download_timeout_s: float = 30.0
 
-    def view(self, sections: tuple[str, ...]) -> dict[str, Any]:
-        """The sections a stage reads (its declaration's `sections`), as a raw mapping."""
-        return {key: copy.deepcopy(self.raw[key]) for key in sections}
+    def check(self) -> None:
+        require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is not None,
+            "data.sha256",
+            "must be a 64-character hex SHA-256, or null to accept any text",
+        )
+        require(0.0 < self.train_fraction < 1.0, "data.train_fraction", "must be in (0, 1)")
+        require(self.download_retries >= 0, "data.download_retries", "must be >= 0")
+        require(self.download_timeout_s > 0, "data.download_timeout_s", "must be > 0")
 
-    def deviations(self) -> list[str]:
-        """What this run does differently from the plan, as the report lists it."""
-        notes = []
-        if self.source == "cpu-preset":
-            notes.append(
-                f"CPU preset ({CPU_PRESET.relative_to(PROJECT_DIR)}) instead of the plan's "
-                "full configuration: no CUDA device and no explicit config file"
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """M1-M8: the transformer's sizes."""
+
+    n_layer: int = 6
+    n_head: int = 6
+    d_model: int = 384
+    block_size: int = 256  # context T
+    dropout: float = 0.2
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def check(self) -> None:
+        for key in ("n_layer", "n_head", "d_model", "block_size"):
+            require(getattr(self, key) > 0, f"model.{key}", "must be > 0")
+        require(
+            self.d_model % self.n_head == 0, "model.d_model", "must be divisible by model.n_head"
+        )
+        require(
+            (self.d_model // self.n_head) % 2 == 0,
+            "model.d_model",
+            "d_model / n_head must be even (RoPE rotates pairs of dimensions)",
+        )
+        require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        require(self.rope_base > 1.0, "model.rope_base", "must be > 1")
+        require(self.norm_eps > 0, "model.norm_eps", "must be > 0")
+        require(self.init_std > 0, "model.init_std", "must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """T1-T7: optimisation, precision and speed, checkpoints."""
+
+    epochs: int = 30  # the full run; early stopping (patience) ends it sooner
+    patience: int | None = 5  # evaluations without improvement before stopping; null = never
+    batch_size: int = 64  # B
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_max_steps: int = 100  # warm-up = min(warmup_max_steps, warmup_fraction * steps)
+    warmup_fraction: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.99
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = True  # torch.compile on CUDA (ignored on the CPU)
+    compile_mode: str = "default"  # one of COMPILE_MODES
+    compile_scope: str = "model"  # model: one graph | block: each block alone, L share one
+    cuda_graph: bool = True  # one CUDA graph replays the whole step (the CPU runs it uncaptured)
+    target_val_loss: float | None = None  # stop once validation reaches it; null = never
+    devices: int = 1  # > 1: torchrun + DistributedDataParallel, B split over the devices
+    eval_every_steps: int = 0  # extra validations every k steps; 0 = after each epoch only
+    checkpoint_every_steps: int = 0  # extra last.pt saves every k steps; 0 = each epoch only
+    sync_every_steps: int = 10  # read the loss back to the host every k steps
+
+    def check(self) -> None:
+        require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        require(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
+        require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        require(0 < self.lr <= 1e6, "train.lr", "must be in (0, 1e6]")
+        require(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, train.lr]")
+        require(self.warmup_max_steps >= 0, "train.warmup_max_steps", "must be >= 0")
+        require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
+        require(0.0 <= self.beta1 < 1.0, "train.beta1", "must be in [0, 1)")
+        require(0.0 <= self.beta2 < 1.0, "train.beta2", "must be in [0, 1)")
+        require(self.adam_eps > 0, "train.adam_eps", "must be > 0")
+        require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        require(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        require_choice(self.precision, "train.precision", ("auto", "bf16", "fp32"))
+        require_choice(self.compile_mode, "train.compile_mode", tuple(COMPILE_MODES))
+        require_choice(self.compile_scope, "train.compile_scope", COMPILE_SCOPES)
+        require(
+            not (self.cuda_graph and self.compile and COMPILE_MODES[self.compile_mode]),
+            "train.compile_mode",
+            f"{self.compile_mode} captures the model in CUDA graphs of its own, which cannot "
+            "nest in train.cuda_graph's capture of the whole step: set train.cuda_graph=false "
+            f"or a mode without them ({', '.join(m for m, g in COMPILE_MODES.items() if not g)})",
+        )
+        require(self.devices >= 1, "train.devices", "must be >= 1")
+        require(
+            self.batch_size % self.devices == 0,
+            "train.batch_size",
+            f"must split evenly over train.devices={self.devices} (each takes its share of "
+            "every batch)",
+        )
+        require(
+            self.target_val_loss is None or self.target_val_loss > 0,
+            "train.target_val_loss",
+            "must be > 0 or null",
+        )
+        for key in ("eval_every_steps", "checkpoint_every_steps"):
+            require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0 (0 = off)")
+        require(self.sync_every_steps >= 1, "train.sync_every_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """D5, E1-E4: how the validation split is scored."""
+
+    stride: int | None = None  # S; null = T/2
+    batch_size: int = 1024  # windows a batch: the whole split (T=256, S=128) in one on a GPU
+
+    def check(self) -> None:
+        require(self.stride is None or self.stride >= 1, "eval.stride", "must be >= 1 or null")
+        require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """E5: the samples."""
+
+    prompt: str = "ROMEO:"
+    num_chars: int = 500
+    temperature: float = 0.8
+    top_k: int | None = 40
+    seed: int = 1337
+
+    def check(self) -> None:
+        require(len(self.prompt) > 0, "sample.prompt", "must not be empty")
+        require(self.num_chars >= 1, "sample.num_chars", "must be >= 1")
+        require(self.temperature > 0, "sample.temperature", "must be > 0")
+        require(self.top_k is None or self.top_k >= 1, "sample.top_k", "must be >= 1 or null")
+        require_seed(self.seed, "sample.seed")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A run's configuration (by default the plan), or one stage's view of it: the sections
+    that the stage does not read are None there.
+    """
+
+    seed: int | None = 1337  # T8: one seed for Python, NumPy and PyTorch
+    device: str | None = "auto"  # one of DEVICES
+    data: DataConfig | None = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig | None = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig | None = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig | None = dataclasses.field(default_factory=EvalConfig)
+    sample: SampleConfig | None = dataclasses.field(default_factory=SampleConfig)
+
+    def check(self) -> None:
+        if self.seed is not None:
+            require_seed(self.seed, "seed")
+        if self.device is not None:
+            require_choice(self.device, "device", DEVICES)
+        for section in (self.data, self.model, self.train, self.eval, self.sample):
+            if section is not None:
+                section.check()
+        if self.model is not None and self.eval is not None:
+            stride = self.eval.stride
+            require(
+                stride is None or stride <= self.model.block_size,
+                "eval.stride",
+                f"must be <= model.block_size ({self.model.block_size}); got {stride}",
             )
-        if self.config.device == "cpu":
-            notes.append("no GPU: trained on the CPU in fp32 (T5 plans bf16 on CUDA)")
-        for row in _diff(self.raw, plan_mapping(), prefix=""):
-            if row["key"] not in RUN_CHOICES:
-                notes.append(f"config {row['key']} = {row['used']!r} (plan: {row['plan']!r})")
-        return notes
 
-    def record(self) -> dict[str, Any]:
-        """What the report shows of the configuration (`resolved.json`)."""
-        return {"source": self.source, "deviations": self.deviations(), "config": self.raw}
+    def to_dict(self) -> dict[str, Any]:
+        return as_mapping(self)
 
 
-def cuda_present() -> bool:
-    """Whether `device: auto` means CUDA here: the same answer as torch.cuda.is_available()
-    for a working install (a CUDA build of PyTorch, and a GPU that the NVIDIA driver exposes
-    and CUDA_VISIBLE_DEVICES does not hide), found without importing torch (1.5 s), because
-    the workflow asks before any job. A stage that gets `cuda` where PyTorch disagrees
-    stops with a DeviceError.
-    """
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    version = Path(spec.submodule_search_locations[0]) / "version.py"
-    built_for_cuda = version.is_file() and re.search(
-        r"^cuda\b[^=\n]*=\s*['\"]", version.read_text(encoding="utf-8"), re.MULTILINE
-    )
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1", "NoDevFiles")
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return bool(built_for_cuda) and not hidden and gpus.is_dir() and any(gpus.iterdir())
-
-
-def resolve(
-    config_file: Path | None = None,
-    overrides: list[dict[str, Any]] | tuple = (),
-    cuda: bool | None = None,
-) -> Resolved:
-    """Decide a run's configuration: the plan, then `config_file`, then the overrides.
-
-    Without a config file, a run on the CPU uses the CPU preset (configs/cpu.yaml) instead
-    of the plan's sizes. `device: auto` becomes cpu or cuda here (`cuda`: whether CUDA is
-    there; default: ask `cuda_present`), so every stage reads the same decision.
-    """
-    config = build(merged(config_file, overrides))
-    if config.device == "auto":
-        cuda = cuda_present() if cuda is None else cuda
-        overrides = [*overrides, {"device": "cuda" if cuda else "cpu"}]
-        config = build(merged(config_file, overrides))
-    source = "default" if config_file is None else str(config_file)
-    if config_file is None and config.device == "cpu":
-        config = build(merged(CPU_PRESET, overrides))
-        source = "cpu-preset"
-    # The checked values (3e-4, not the string "3e-4"), so that equal settings are equal.
-    return Resolved(config, config.to_dict(), source)
-
-
-def nested(key: str, value: Any) -> dict[str, Any]:
-    """`("train.lr", 3e-4)` → {"train": {"lr": 3e-4}}: a dotted key as an override mapping."""
-    *parents, last = key.split(".")
-    override: dict[str, Any] = {last: value}
-    for parent in reversed(parents):
-        override = {parent: override}
-    return override
-
-
-def data_source_override(source: str) -> dict[str, Any]:
-    """`--data-source`: a file (data.local_file), a mirror folder (data.mirror_dir) or a URL."""
-    if source.startswith(("http://", "https://")):
-        return {"data": {"url": source}}
-    path = Path(source).expanduser().resolve()
-    if path.is_dir():
-        return {"data": {"mirror_dir": str(path)}}
-    if path.is_file():
-        return {"data": {"local_file": str(path)}}
-    raise ConfigError(f"--data-source {source}: no such file or folder (nor an http(s) URL)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose a run's configuration (run.py and this module's CLI)."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="YAML file whose keys override the plan (utils/sections.py); without it, a run "
-        "on the CPU uses configs/cpu.yaml (configs/plan.yaml, which holds no keys, insists on "
-        "the plan)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set train.lr=3e-4 (repeatable)",
-    )
-    parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    parser.add_argument(
-        "--device",
-        choices=DEVICES,
-        help="where to run; auto = CUDA if available, else the CPU (config key: device)",
-    )
-    parser.add_argument("--seed", type=int, help="the one seed of Python, NumPy, PyTorch (T8)")
-    parser.add_argument(
-        "--data-source",
-        help="where the text comes from: a file (data.local_file), a mirror folder laid out "
-        "<dir>/<dataset>/<file> (data.mirror_dir) or an http(s) URL (data.url)",
-    )
-
-
-def resolve_arguments(args: argparse.Namespace) -> Resolved:
-    """The configuration that `add_arguments`' options choose."""
-    overrides = [parse_assignment(text) for text in args.assignments]
-    if args.epochs is not None:
-        overrides.append(nested("train.epochs", args.epochs))
-    if args.seed is not None:
-        overrides.append({"seed": args.seed})
-    if args.device is not None:
-        overrides.append({"device": args.device})
-    if args.data_source is not None:
-        overrides.append(data_source_override(args.data_source))
-    return resolve(args.config, overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python project/utils/config.py [--config FILE] [--set KEY=VALUE ...]`: check a
-    configuration and print it as a run would use it, without running anything.
-    """
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        resolved = resolve_arguments(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"# source: {resolved.source}")
-    print(yaml.safe_dump(resolved.raw, sort_keys=False, allow_unicode=True), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def build(raw: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:
+    """A checked Config from a mapping (a checkpoint's, a stage's view: `sections`)."""
+    return build_config(Config, raw, sections)

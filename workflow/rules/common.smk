@@ -16,6 +16,7 @@ import yaml
 # One folder per (run, seed): every file of that run lives under it. The prepared data lives
 # in one folder per distinct data configuration, shared by the runs that have it.
 RESULTS = "results"
+PLAN_DIR = config["plan"]  # the plan folder: its run.py runs every stage
 RUN = "results/{run}/seed{seed}"
 DATA = "results/data/{data}"
 with open(SCHEMA, encoding="utf-8") as schema:
@@ -124,13 +125,16 @@ def resolve_runs():
     file, rewritten only when its content changes. A bad value in any run stops the
     workflow here, before any job.
     """
-    result = resolve.read_runs(RESULTS, [run_spec(*pair) for pair in run_pairs()])
+    specs = [run_spec(*pair) for pair in run_pairs()]
+    result = resolve.read_runs(PLAN_DIR, RESULTS, specs)
     if result.returncode != 0:
         raise WorkflowError(f"project config: {result.stderr.strip()}")
     return json.loads(result.stdout)
 
 
 READS = resolve_runs()
+# The plan's declaration (harness/plan.py: Plan.record): its name, stages, objective.
+PLAN = READS["plan"]
 # Each stage as the project declares it: its config sections, inputs and outputs.
 STAGES = READS["stages"]
 PRODUCER = {name: stage for stage, read in STAGES.items() for name in read["outputs"]}
@@ -299,13 +303,18 @@ def check_declarations(rules):
 
 
 def train_devices():
-    """train.devices of each run, the GPUs its train job asks for (torchrun, DDP): one
-    number when every run has the same, else a function of the job's (run, seed).
+    """The devices of each run's training (the plan's devices key; 1 without one), the GPUs
+    its train job asks for (torchrun, DDP): one number when every run has the same, else a
+    function of the job's (run, seed).
     """
+    key = PLAN["devices_key"]
     devices = {}
     for folder, run in READS["runs"].items():
         with open(run["configs"]["train"], encoding="utf-8") as handle:
-            devices[folder] = json.load(handle)["train"]["devices"]
+            value = json.load(handle)
+        for part in key.split(".") if key else ():
+            value = value[part]
+        devices[folder] = value if key else 1
     if len(set(devices.values())) == 1:
         return next(iter(devices.values()))
     return lambda wildcards: devices[config_dir(wildcards.run, wildcards.seed)]

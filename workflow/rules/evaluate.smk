@@ -17,7 +17,7 @@ rule evaluate:
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py evaluate --stage-config {input.config}"
+        f" python {PLAN_DIR}/run.py evaluate --stage-config {{input.config}}"
         f" {file_options('evaluate')}"
         " > {log} 2>&1"
 
@@ -45,6 +45,6 @@ rule sample:
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --"
-        " python project/run.py sample --stage-config {input.config}"
+        f" python {PLAN_DIR}/run.py sample --stage-config {{input.config}}"
         f" {file_options('sample')}"
         " > {log} 2>&1"

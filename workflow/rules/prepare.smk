@@ -11,6 +11,6 @@ rule prepare:
     benchmark:
         f"{DATA}/benchmarks/prepare.tsv"
     shell:
-        "python project/run.py prepare --stage-config {input.config} --source {input.source:q}"
+        f"python {PLAN_DIR}/run.py prepare --stage-config {{input.config}} --source {{input.source:q}}"
         f" {file_options('prepare')}"
         " > {log} 2>&1"

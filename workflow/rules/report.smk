@@ -19,7 +19,7 @@ rule report:
             rules.evaluate.output.evaluate_cost,
             rules.sample.output.sample_cost,
         ),
-        deviations="project/deviations.yaml",
+        deviations=f"{PLAN_DIR}/deviations.yaml",
         # The component table: each project module's summary and plan ids (reads.py).
         components=READS["components"],
         code=script_imports("make_report.py"),

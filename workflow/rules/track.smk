@@ -24,7 +24,7 @@ rule track:
     params:
         run="{run}",
         seed="{seed}",
-        experiment="chargpt",
+        experiment=PLAN["name"],
         # The local store; MLFLOW_TRACKING_URI in the environment names another.
         store=f"{RESULTS}/mlflow.db",
         artifacts=f"{RESULTS}/mlartifacts",

@@ -23,6 +23,6 @@ rule train:
         monitor=monitor_args,
     shell:
         "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} --"
-        " python project/run.py train --resume restart-on-change --stage-config {input.config}"
+        f" python {PLAN_DIR}/run.py train --resume restart-on-change --stage-config {{input.config}}"
         f" {file_options('train')}"
         " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

@@ -1,5 +1,5 @@
-"""A (run, seed) as the project resolves it: project/reads.py reads one spec per (run, seed)
-and writes each stage's config file. The workflow (common.smk) resolves every configured
+"""A (run, seed) as the plan resolves it: the harness's planner (harness/planner.py)
+reads one spec per (run, seed) and writes each stage's config file. The workflow (common.smk) resolves every configured
 run this way before any job; the search (search_trials.py) resolves a batch's trials
 first, in a scratch folder, to set aside those that the project refuses.
 
@@ -13,11 +13,11 @@ import subprocess
 import sys
 from typing import Any
 
-READS = "project/reads.py"
+PLANNER = "harness.planner"
 
 
 def run_spec(config: dict[str, Any], folder: str, run: dict[str, Any], seed: int) -> dict:
-    """One (run, seed) for reads.py, its files in `folder`: the run's project config (else
+    """One (run, seed) for the planner, its files in `folder`: the run's project config (else
     the workflow's), then the overrides in order: the workflow's defaults, the shared
     overrides and the run's own, the seed.
     """
@@ -26,21 +26,23 @@ def run_spec(config: dict[str, Any], folder: str, run: dict[str, Any], seed: int
         "dir": folder,
         "config": None if chosen == "auto" else chosen,
         "data_source": config["data_source"],
+        "epochs": config["epochs"],
         "overrides": [
-            {"train.epochs": config["epochs"], "device": config["device"]},
+            {"device": config["device"]},
             {**config["overrides"], **run.get("overrides", {})},
             {"seed": seed},
         ],
     }
 
 
-def read_runs(results: str, specs: list[dict]) -> subprocess.CompletedProcess[str]:
-    """reads.py on `specs` under the folder `results`: on success its JSON on stdout (each
-    run's stage configs and data folder, each stage's sections and files); else one line
-    on stderr, `error: <folder>: <reason>` for the first run that it refuses.
+def read_runs(plan: str, results: str, specs: list[dict]) -> subprocess.CompletedProcess[str]:
+    """The planner on `specs` of the plan folder `plan`, under the folder `results`: on
+    success its JSON on stdout (each run's stage configs and data folder, the plan's
+    declaration); else one line on stderr, `error: <folder>: <reason>` for the first run
+    that it refuses.
     """
     return subprocess.run(
-        [sys.executable, READS],
+        [sys.executable, "-m", PLANNER, plan],
         input=json.dumps({"results": results, "runs": specs}),
         capture_output=True,
         text=True,

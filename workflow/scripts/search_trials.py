@@ -142,7 +142,7 @@ def refused_runs(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dic
                 for name, folder in folders.items()
                 for seed in config["seeds"]
             ]
-            result = read_runs(scratch, specs)
+            result = read_runs(config["plan"], scratch, specs)
             if result.returncode == 0:
                 break
             message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""

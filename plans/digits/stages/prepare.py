@@ -1,0 +1,58 @@
+"""The `prepare` stage (D1-D3): the verified digits file → its rows and the manifest, which
+every later stage reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.io import read_json, write_json
+from harness.stage import Files, Stage
+
+from ..utils.config import Config
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="PATH",
+        help="the digits as the workflow located them (source.json: origin, location, "
+        "SHA-256); by default the stage looks for them itself (data.*, DIGITS_DATA_MIRROR)",
+    )
+
+
+def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any]:
+    """D1-D3: locate and verify the file, split it, record D3's statistics (E6: its cost)."""
+    import torch
+    from harness.cost import StageCost
+
+    from ..data.prepare import prepare
+    from ..data.source import locate_source, recorded_source
+
+    with StageCost("prepare", torch.device("cpu")) as cost:
+        source = (
+            locate_source(config.data)
+            if args.source is None
+            else recorded_source(read_json(args.source))
+        )
+        manifest = prepare(source, files["digits"], files["manifest"])
+    write_json(files["prepare_cost"], cost.record())
+    return manifest
+
+
+STAGE = Stage(
+    name="prepare",
+    run=run,
+    options=add_options,
+    help="locate, verify, parse and split the digits; normalisation statistics (D1-D3)",
+    sections=("data",),
+    inputs=(),
+    outputs={
+        "digits": "data/digits.npy",
+        "manifest": "data/manifest.json",
+        "prepare_cost": "cost/prepare.json",
+    },
+)

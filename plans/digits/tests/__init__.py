@@ -1,0 +1,1 @@
+"""The digits plan's unit tests (pytest puts plans/ on sys.path: `import digits...`)."""

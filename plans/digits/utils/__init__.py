@@ -1,0 +1,1 @@
+"""The plan's own helpers: its configuration."""

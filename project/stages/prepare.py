@@ -1,0 +1,58 @@
+"""The `prepare` stage (D1-D3): the source text → the encoded splits, the vocabulary and
+the manifest, which every later stage reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from harness.cost import StageCost
+from harness.io import read_json, write_json
+from harness.stage import Files, Stage
+
+from ..data.dataset import DataFiles
+from ..data.download import locate_source, recorded_source
+from ..data.preprocess import prepare
+from ..utils.config import Config
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="PATH",
+        help="the text as the workflow located it (source.json: path, SHA-256, origin); "
+        "by default the stage looks for it itself (data.* keys, CHARGPT_DATA_MIRROR)",
+    )
+
+
+def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
+    """D1-D3: the encoded splits, the vocabulary and the manifest."""
+    with StageCost("prepare", torch.device("cpu")) as cost:
+        source = (
+            locate_source(config.data)
+            if args.source is None
+            else recorded_source(read_json(args.source), config.data)
+        )
+        manifest = prepare(config.data, DataFiles.named(files), source)
+    write_json(files["prepare_cost"], cost.record())
+    return manifest
+
+
+STAGE = Stage(
+    name="prepare",
+    run=run,
+    options=add_options,
+    help="fetch, verify, split and encode the text (D1-D3)",
+    sections=("data",),
+    inputs=(),
+    outputs={
+        "train_ids": "data/train.bin",
+        "val_ids": "data/val.bin",
+        "vocab": "data/vocab.json",
+        "manifest": "data/manifest.json",
+        "prepare_cost": "cost/prepare.json",
+    },
+)
