@@ -1,9 +1,10 @@
 """A (run, seed) as the plan resolves it: the harness's planner (harness/planner.py)
-reads one spec per (run, seed) and writes each stage's config file. The workflow (common.smk) resolves every configured
-run this way before any job; the search (search_trials.py) resolves a batch's trials
-first, in a scratch folder, to set aside those that the project refuses.
+reads one spec per (run, seed) and writes each stage's config file. The workflow
+(common.smk) resolves every configured run this way before any job; the search
+(search_trials.py) resolves a batch's trials first, in a scratch folder, to set aside
+those that the plan refuses.
 
-A subprocess: neither imports project code.
+A subprocess: neither imports plan code.
 """
 
 from __future__ import annotations
