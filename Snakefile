@@ -1,7 +1,8 @@
-# chargpt workflow, for every configured (run, seed):
-# prepare -> train -> evaluate + sample -> report, then one summary across runs.
-# Every rule runs project/run.py (or a script in workflow/scripts) and reads JSON; none
-# imports the model code. See README.md for the rerun table.
+# The workflow of a research plan (config/config.yaml: plan), for every configured
+# (run, seed): the plan's stages in its order (its plan.py declares them) -> report, then
+# one summary across runs. Every rule runs the plan's run.py (or a script in
+# workflow/scripts) and reads JSON; none imports plan code. See README.md for the rerun
+# table.
 
 from snakemake.utils import min_version, validate
 
@@ -24,9 +25,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/prepare.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/stages.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/track.smk"
 
@@ -40,8 +39,6 @@ rule all:
     default_target: True
     input:
         rules.summary.output,
-        every_output(
-            rules.prepare, rules.train, rules.evaluate, rules.sample, rules.report
-        ),
+        every_output(*(getattr(rules, stage) for stage in STAGES), rules.report),
         # One MLflow run per (run, seed), with `tracking: mlflow` only.
         every_output(rules.track) if config["tracking"] == "mlflow" else [],

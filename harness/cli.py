@@ -26,7 +26,15 @@ from harness.errors import ProjectError
 from harness.io import read_json
 from harness.plan import Plan, load_plan
 from harness.sections import ConfigError, build_config
-from harness.stage import RESOLVED, Files, UsageError, option, write_stage_configs
+from harness.stage import (
+    RESOLVED,
+    Files,
+    Stage,
+    UsageError,
+    add_resume_options,
+    option,
+    write_stage_configs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +42,53 @@ CONFIG_DIR = "config"  # `all`: the resolved stage configs, as the workflow writ
 
 
 def parse_args(plan: Plan, argv: list[str]) -> argparse.Namespace:
+    """The command line: a command (`all` without one) and its options. Only the chosen
+    command's stage adds its own options, so that parsing imports nothing another stage
+    needs (a stage's options may import its machinery).
+    """
+    named = {"all", "config", *(stage.name for stage in (*plan.stages, *plan.tools))}
+    if not argv or argv[0] not in {*named, "-h", "--help"}:
+        argv = ["all", *argv]
     parser = argparse.ArgumentParser(
         description=f"{plan.title} ({plan.document}).",
         epilog="Without a command, `all` runs. Outputs and their fields: the plan's README.md.",
     )
     commands = parser.add_subparsers(dest="stage", metavar="COMMAND")
     everything = commands.add_parser("all", help=", ".join(s.name for s in plan.stages))
-    common_options(everything, plan)
-    for stage in plan.stages:
-        stage.options(everything)
+    if argv[0] == "all":
+        common_options(everything, plan)
+        add_resume_options(everything, plan.training.name)
+        for stage in plan.stages:
+            stage.options(everything)
     shown = commands.add_parser("config", help="print the resolved configuration, run nothing")
     add_arguments(shown, plan)
     for stage in (*plan.stages, *plan.tools):
         command = commands.add_parser(stage.name, help=stage.help, description=stage.help)
-        common_options(command, plan)
-        command.add_argument(
-            "--stage-config",
-            type=Path,
-            help="the stage's config sections as a JSON file (what the workflow passes); "
-            "replaces --config, --set, --epochs, --seed, --device and --data-source",
-        )
-        stage.options(command)
-        files = command.add_argument_group("files of the stage")
-        for name in stage.files:
-            default = f"default: <out-dir>/{file(plan, name)}"
-            files.add_argument(option(name), type=Path, metavar="PATH", help=default)
-    named = {"all", "config", *(stage.name for stage in (*plan.stages, *plan.tools))}
-    if not argv or argv[0] not in {*named, "-h", "--help"}:
-        argv = ["all", *argv]
+        if argv[0] == stage.name:
+            stage_options(command, plan, stage)
     args = parser.parse_args(argv)
     args.argv = argv
     return args
+
+
+def stage_options(command: argparse.ArgumentParser, plan: Plan, stage: Stage) -> None:
+    """A stage's command line: the common options, its config file, its own options and
+    one option a file.
+    """
+    common_options(command, plan)
+    command.add_argument(
+        "--stage-config",
+        type=Path,
+        help="the stage's config sections as a JSON file (what the workflow passes); "
+        "replaces --config, --set, --epochs, --seed, --device and --data-source",
+    )
+    if stage.trains:
+        add_resume_options(command, stage.name)
+    stage.options(command)
+    files = command.add_argument_group("files of the stage")
+    for name in stage.files:
+        default = f"default: <out-dir>/{file(plan, name)}"
+        files.add_argument(option(name), type=Path, metavar="PATH", help=default)
 
 
 def common_options(parser: argparse.ArgumentParser, plan: Plan) -> None:

@@ -211,16 +211,18 @@ def resolve(
     instead of the plan's sizes. `device: auto` becomes cpu or cuda here (`cuda`: whether
     CUDA is there; default: ask `cuda_present`), so every stage reads the same decision.
     """
-    config = build_config(plan.config, merged(plan, config_file, overrides))
-    if config.device == "auto":
+    # The device first, from the merged values (checked below, with the rest): the preset
+    # that it may bring in comes before the overrides, which are checked against it.
+    device = merged(plan, config_file, overrides).get("device")
+    if device == "auto":
         cuda = cuda_present() if cuda is None else cuda
-        overrides = [*overrides, {"device": "cuda" if cuda else "cpu"}]
-        config = build_config(plan.config, merged(plan, config_file, overrides))
+        device = "cuda" if cuda else "cpu"
+        overrides = [*overrides, {"device": device}]
     source = "default" if config_file is None else str(config_file)
-    if config_file is None and config.device == "cpu" and plan.cpu_preset:
-        preset = plan.folder / CONFIGS / plan.cpu_preset
-        config = build_config(plan.config, merged(plan, preset, overrides))
+    if config_file is None and device == "cpu" and plan.cpu_preset:
+        config_file = plan.folder / CONFIGS / plan.cpu_preset
         source = "cpu-preset"
+    config = build_config(plan.config, merged(plan, config_file, overrides))
     # The checked values (3e-4, not the string "3e-4"), so that equal settings are equal.
     return Resolved(plan, config, as_mapping(config), source)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -51,3 +54,24 @@ def inference_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """A training summary's `environment` (harness/contract.py): what ran the training, and
+    the memory that "peak memory within the device" is checked against (the GPU's, or the
+    host's on the CPU).
+    """
+    on_cuda = device.type == "cuda"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device": str(device),
+        "gpu_name": torch.cuda.get_device_name(device) if on_cuda else None,
+        "cpu_threads": torch.get_num_threads(),
+        "device_memory_bytes": (
+            torch.cuda.get_device_properties(device).total_memory
+            if on_cuda
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        ),
+    }

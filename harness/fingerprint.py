@@ -83,7 +83,9 @@ def closure(start: Path, roots: Roots) -> set[Path]:
         if path in done:
             continue
         done.add(path)
-        package = path.parent / "__init__.py"
+        # The package that holds it (for a package, the one around it): Python runs each.
+        folder = path.parent.parent if path.name == "__init__.py" else path.parent
+        package = folder / "__init__.py"
         if package.is_file():
             todo.append(package)
         todo.extend(imported(path, roots))

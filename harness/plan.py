@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from harness.contract import OF_ANY, OF_FIRST, OF_TRAINING, cost_output
 from harness.errors import ProjectError
 from harness.sections import section_names
 from harness.stage import Files, Stage
@@ -92,12 +93,24 @@ class Plan:
             unknown = sorted(set(stage.sections) - known)
             if unknown:
                 raise PlanError(f"{self.name}: stage {stage.name} reads unknown sections {unknown}")
-        uncosted = [s.name for s in self.stages if f"{s.name}_cost" not in s.outputs]
+        uncosted = [s.name for s in self.stages if cost_output(s.name) not in s.outputs]
         if uncosted:
             raise PlanError(f"{self.name}: stages {uncosted} have no `<stage>_cost` output")
         trainers = [stage.name for stage in self.stages if stage.trains]
         if len(trainers) != 1:
             raise PlanError(f"{self.name}: exactly one stage trains (trains=True), not {trainers}")
+        written = {name for stage in self.stages for name in stage.outputs}
+        wanted = {
+            "the first stage": (set(OF_FIRST), set(self.stages[0].outputs)),
+            "the training stage": (set(OF_TRAINING), set(self.training.outputs)),
+            "a stage": (set(OF_ANY), written),
+        }
+        for who, (names, outputs) in wanted.items():
+            if not names <= outputs:
+                raise PlanError(
+                    f"{self.name}: {who} must write {sorted(names - outputs)} "
+                    "(harness/contract.py: what the workflow reads)"
+                )
 
     @property
     def training(self) -> Stage:

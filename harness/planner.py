@@ -22,7 +22,8 @@ reads `{"results": DIR, "runs": [{"dir": DIR, "config": FILE|null, "data_source"
 PATH|URL|null, "epochs": N|null, "overrides": [{dotted key: value}...]}]}` and prints
 `{"plan": the declaration (harness/plan.py: Plan.record), "stages": {name: {sections,
 inputs, outputs, gpu, trains}}, "code": {stage: file}, "components": file, "runs": {DIR:
-{"configs": {stage: file}, "data": DIR}}, "data": {DIR: {"config": file, "source": file}}}`.
+{"configs": {stage: file}, "data_folder": DIR}}, "data_folders": {DIR: {"config": file,
+"source": file}}}`.
 A bad value in any run stops it before anything is written (exit 2, the run's folder in the
 message).
 """
@@ -147,7 +148,7 @@ def write_records(
         paths = write_stage_configs(Path(directory), stage_records(run, plan))
         configs[directory] = {
             "configs": {name: path.as_posix() for name, path in paths.items()},
-            "data": folders[directory][0].as_posix(),
+            "data_folder": folders[directory][0].as_posix(),
         }
     code = {
         stage.name: write_json(
@@ -160,7 +161,7 @@ def write_records(
         "code": code,
         "components": write_json(results / "code" / "components.json", components(plan)),
         "runs": configs,
-        "data": data,
+        "data_folders": data,
     }
 
 

@@ -22,6 +22,10 @@ from harness.io import read_json, write_text_if_changed
 
 Files = dict[str, Path]
 RESOLVED = "resolved"  # the whole configuration of a run, beside its stages' configs
+# How the training stage treats an existing checkpoint in its work folder: ignore it,
+# continue from it (refusing one made under other settings or data), or continue from it
+# when it matches and start over when not (what the workflow passes).
+RESUME_MODES = ("off", "strict", "restart-on-change")
 
 
 def no_options(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +69,36 @@ class Stage:
             "gpu": self.gpu,
             "trains": self.trains,
         }
+
+
+def add_resume_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    """The training stage's options, which the dispatcher gives it (harness/cli.py)."""
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="strict",
+        default="off",
+        choices=RESUME_MODES,
+        help="continue from the newest checkpoint of the work folder. Alone: refuse one "
+        "made under other settings or data (except what the plan lets change on resume); "
+        "`restart-on-change` (what the workflow passes): start over instead",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="PATH",
+        help=f"training's own folder while it runs (default: <out-dir>/{work_folder(stage)})",
+    )
+
+
+def work_folder(stage: str) -> str:
+    """The training stage's work folder under --out-dir, unless --work-dir names one."""
+    return f"{stage}.resume"
+
+
+def work_dir(args: argparse.Namespace, stage: str) -> Path:
+    """Where the training stage keeps its checkpoints and log while it runs."""
+    return args.work_dir or args.out_dir / work_folder(stage)
 
 
 def option(name: str) -> str:

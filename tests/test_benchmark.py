@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from project import benchmark
 from workflow_runs import REPO, SHARED_DATA, workflow_env
 
-import benchmark
 from make_report import read_json
 
 # Time limits that the benchmark's runs never reach, even on a busy machine (the target run,
@@ -29,7 +29,7 @@ NEVER_REACHED = ("--time-cap-s", "3600", "--variant-timeout-s", "1800")
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
-    command = [sys.executable, "workflow/scripts/benchmark.py", str(out), "--device", "cpu"]
+    command = [sys.executable, "project/benchmark.py", str(out), "--device", "cpu"]
     result = subprocess.run(
         [*command, *NEVER_REACHED],
         cwd=REPO,
@@ -136,7 +136,7 @@ def test_a_target_run_stopped_at_its_cap_is_recorded_and_skips_the_stages(
 def test_sigterm_stops_the_benchmark_and_the_command_it_runs(tmp_path: Path) -> None:
     # As `timeout` or a scheduler ends it: the command it started (in a session of its own,
     # so no terminal signal reaches it) must not go on running.
-    command = [sys.executable, "workflow/scripts/benchmark.py", str(tmp_path), "--device", "cpu"]
+    command = [sys.executable, "project/benchmark.py", str(tmp_path), "--device", "cpu"]
     benchmark = subprocess.Popen(command, cwd=REPO, env=workflow_env(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     children: list[psutil.Process] = []

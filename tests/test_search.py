@@ -1,11 +1,14 @@
 """The adaptive search (workflow/scripts/search.py): its spec refused in one line before any
 job, asks that depend on the stored history alone (the same trials whether or not the
-search was cut short, on Optuna's SQLite storage), the pruning rule, the trials' files;
-then, on the real text, a 12-trial search and its twin killed three times and resumed.
+search was cut short, on Optuna's SQLite storage), the pruning rule, the trials' files,
+each in the direction and on the figure that the plan declares; then, on the real text, a
+12-trial search of the character-level plan, and a 6-trial search of the digits plan that
+maximises its objective, each with its twin killed three times and resumed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -13,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import optuna
 import psutil
 import pytest
 import yaml
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from snakemake.cli import get_argument_parser
 from test_resume import logged_steps
@@ -38,20 +44,29 @@ from workflow_runs import (
 )
 
 import search
-from search_spec import SearchError, trial_runs
+import search_summary
+from resolve import declared_plan
+from search_spec import SearchError, SearchPlan, Shown, trial_runs
 from search_study import (
     RUN_ATTR,
+    SPEC_ATTR,
     batch_numbers,
+    direction_of,
     draw_params,
     earlier_batches,
     live,
     open_study,
     prune_here,
+    spec_record,
     start_trial,
     suggest,
 )
 from search_summary import PRUNED_ATTR, REASON_ATTR, SEEDS_ATTR, write_summary
-from search_trials import failure_reason, refused_runs, validation_curve
+from search_trials import failure_reason, refused_runs, stop_training, validation_curve
+
+# The plan folders, as config/config.yaml's `plan:` names them.
+CHARGPT = "project"  # minimises its objective
+DIGITS = "plans/digits"  # maximises its objective
 
 # Every kind of range: log-uniform, uniform, integer, categorical.
 SPACE = {
@@ -67,6 +82,21 @@ def spec_in(tmp_path: Path, **settings: Any) -> dict[str, Any]:
     return {**SPEC, "storage": f"sqlite:///{tmp_path / 'study.db'}", **settings}
 
 
+@functools.cache
+def plan_of(folder: str) -> SearchPlan:
+    """What the search reads of the declaration of a plan folder of this repository."""
+    return SearchPlan.of(folder, declared_plan(str(REPO / folder)))
+
+
+def digits_settings(**settings: Any) -> dict[str, Any]:
+    """config/config.yaml's keys for the digits plan (its full configuration, the data of
+    the shared mirror), plus `settings`.
+    """
+    if not (SHARED_DATA / "digits" / "digits.csv").is_file():
+        pytest.skip(f"the verified digits copy is not at {SHARED_DATA}")
+    return {"plan": DIGITS, "project_config": "auto", "data_source": str(SHARED_DATA), **settings}
+
+
 def made_up_objective(params: dict[str, Any]) -> float:
     """A smooth stand-in for training: best near lr 3e-3, no dropout, 2 layers."""
     lr = math.log10(params["train.lr"]) + 2.5
@@ -77,7 +107,7 @@ def drive(spec: dict[str, Any], batches: int | None = None) -> optuna.Study:
     """What search.py does to the study, with a made-up objective for training: a fresh
     study object (as after a restart), each batch asked, then told; n_head 3 fails.
     """
-    study = open_study(spec, spec["parallel"])
+    study = open_study(spec, spec["parallel"], plan_of(CHARGPT))
     starts = list(range(0, spec["trials"], spec["parallel"]))[:batches]
     for start in starts:
         for number in batch_numbers(start, spec["parallel"], spec["trials"]):
@@ -149,15 +179,72 @@ def test_a_bad_spec_is_one_line_before_any_job(
     search_spec: dict[str, Any],
     message: str,
 ) -> None:
+    refused_in_one_line(tmp_path, monkeypatch, capsys, {"search": search_spec}, message)
+
+
+def refused_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    settings: dict[str, Any],
+    message: str,
+    code: int = 2,
+) -> Path:
+    """search.py in a copy configured with `settings` ends with `code` and one line that
+    holds `message`; returns the copy.
+    """
     repo = copy_repo(tmp_path / "repo")
-    configure(repo, search=search_spec)
+    configure(repo, **settings)
     monkeypatch.chdir(repo)
     monkeypatch.setenv("CHARGPT_DATA_MIRROR", str(SHARED_DATA))
-    assert search.main([]) == 2
+    assert search.main([]) == code
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("search.py: error: "), error
     assert message in error
-    assert not (repo / "results" / "search").exists(), "nothing was made"
+    if code == 2:
+        assert not (repo / "results" / "search").exists(), "nothing was made"
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"search": {**SPEC, "space": {"model.n_layer": {"low": 1, "high": 3, "int": True}}}},
+            "search.space.model.n_layer: unknown config key 'model.n_layer'",
+        ),
+        (
+            {"search": {"space": {"model.arch": {"choices": ["cnn", 3]}}, "trials": 2}},
+            "search.space.model.arch: config key 'model.arch' must be of type str",
+        ),
+        ({"plan": "plans/none", "search": SPEC}, "plans/none: not a plan folder"),
+    ],
+)
+def test_the_spec_is_checked_against_the_configured_plan(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    settings: dict[str, Any],
+    message: str,
+) -> None:
+    """The digits plan's keys, not the character-level plan's; a plan folder that cannot be
+    loaded is one line too.
+    """
+    refused_in_one_line(tmp_path, monkeypatch, capsys, digits_settings(**settings), message)
+
+
+def test_a_study_of_another_plan_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The study that a search of the character-level plan made, searched again for the
+    digits plan (the same keys searched): refused before any job.
+    """
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = {"space": {"train.lr": SPACE["train.lr"]}, "trials": 2, "storage": storage}
+    open_study(spec, 1, plan_of(CHARGPT))
+    settings = digits_settings(search={**spec, "parallel": 1})
+    message = "was made with objective 'bits_per_char', now 'val_accuracy'"
+    refused_in_one_line(tmp_path, monkeypatch, capsys, settings, message, code=1)
 
 
 def test_a_search_refuses_snakemakes_own_config_options(
@@ -229,7 +316,7 @@ def enqueue(study: optuna.Study, spec: dict[str, Any], number: int, start: int) 
     """Write trial `number` of the batch at `start` as start_trial does, and stop there:
     a waiting trial with its values fixed.
     """
-    params = draw_params(spec, earlier_batches(study, start), number)
+    params = draw_params(spec, earlier_batches(study, start), number, direction_of(study))
     study.enqueue_trial(params, user_attrs={RUN_ATTR: f"search_{number:04d}"})
 
 
@@ -267,13 +354,37 @@ def test_a_search_cut_short_and_run_again_asks_what_an_uncut_one_asks(
 
 
 def test_a_study_made_by_another_spec_is_refused(tmp_path: Path) -> None:
-    spec = spec_in(tmp_path)
-    open_study(spec, 2)
-    open_study({**spec, "trials": 20}, 2)  # more trials: the same study, continued
+    spec, plan = spec_in(tmp_path), plan_of(CHARGPT)
+    open_study(spec, 2, plan)
+    open_study({**spec, "trials": 20}, 2, plan)  # more trials: the same study, continued
     with pytest.raises(SearchError, match="made with parallel 2, now 3"):
-        open_study(spec, 3)
+        open_study(spec, 3, plan)
     with pytest.raises(SearchError, match="made with sampler_seed 0, now 5"):
-        open_study({**spec, "sampler_seed": 5}, 2)
+        open_study({**spec, "sampler_seed": 5}, 2, plan)
+    with pytest.raises(SearchError, match="made with objective 'bits_per_char', now 'val_acc"):
+        open_study(spec, 2, plan_of(DIGITS))
+    with pytest.raises(SearchError, match="made with direction 'minimize', now 'maximize'"):
+        open_study(spec, 2, replace(plan, direction="maximize"))
+
+
+def test_a_study_is_made_in_the_plans_direction(tmp_path: Path) -> None:
+    """A new study optimises in the plan's direction. The direction Optuna stores decides
+    for a study whose record predates the objective's (it lacks the objective and the
+    direction): one of another direction is refused.
+    """
+    assert open_study(spec_in(tmp_path / "a"), 2, plan_of(DIGITS)).direction == (
+        StudyDirection.MAXIMIZE
+    )
+    spec, plan = spec_in(tmp_path / "b"), plan_of(CHARGPT)
+    study = open_study(spec, 2, plan)
+    assert study.direction == StudyDirection.MINIMIZE
+    older = {
+        k: v for k, v in spec_record(spec, 2, plan).items() if k not in ("objective", "direction")
+    }
+    study.set_user_attr(SPEC_ATTR, older)
+    open_study(spec, 2, plan)
+    with pytest.raises(SearchError, match="made with direction 'minimize', now 'maximize'"):
+        open_study(spec, 2, replace(plan, direction="maximize"))
 
 
 # -- pruning ---------------------------------------------------------------------------------
@@ -285,7 +396,7 @@ def test_the_pruner_judges_against_earlier_batches_only(tmp_path: Path) -> None:
     to 1.1 and save it: it does not count, so a resumed search judges alike.
     """
     spec = spec_in(tmp_path, startup_trials=2, pruning=True)
-    study = open_study(spec, 2)
+    study = open_study(spec, 2, plan_of(CHARGPT))
     for start, values in ((0, (1.0, 1.1)), (2, (1.08, 9.0))):
         for number, value in zip(batch_numbers(start, 2, 4), values, strict=True):
             trial = start_trial(study, spec, number, start)
@@ -297,6 +408,25 @@ def test_the_pruner_judges_against_earlier_batches_only(tmp_path: Path) -> None:
     study.tell(3, 9.0)
     assert prune_here(study, spec, study.get_trials()[2], 10, start=2)
     assert not prune_here(study, {**spec, "startup_trials": 3}, trial, 10, start=2)
+
+
+@pytest.mark.parametrize(
+    ("folder", "value", "pruned"),
+    [(DIGITS, 0.92, True), (DIGITS, 0.97, False), (CHARGPT, 0.92, False), (CHARGPT, 0.97, True)],
+)
+def test_the_pruner_judges_in_the_plans_direction(
+    tmp_path: Path, folder: str, value: float, pruned: bool
+) -> None:
+    """Trial 2 at step 10 against the median of trials 0 and 1 there (0.95): a value below
+    it is worse where the plan maximises, better where it minimises.
+    """
+    spec = spec_in(tmp_path, startup_trials=2, pruning=True)
+    study = open_study(spec, 2, plan_of(folder))
+    for number, earlier in ((0, 1.0), (1, 0.9)):
+        live(study, start_trial(study, spec, number, 0)).report(earlier, 10)
+        study.tell(number, earlier)
+    live(study, start_trial(study, spec, 2, 2)).report(value, 10)
+    assert prune_here(study, spec, study.get_trials()[2], 10, start=2) == pruned
 
 
 # -- a trial's files -------------------------------------------------------------------------
@@ -313,22 +443,28 @@ def test_a_failed_trial_is_told_the_first_error_of_its_logs(
         "error: non-finite training value at step 20: loss nan\n"
         "gpu_monitor.py: error: cannot write the results\n"
     )
-    reason = failure_reason("search_0001", [2])
+    plan = plan_of(CHARGPT)
+    reason = failure_reason("search_0001", [2], plan)
     assert reason == "train, seed 2: error: non-finite training value at step 20: loss nan"
-    assert "did not complete it" in failure_reason("search_0002", [1])
+    assert "did not complete it" in failure_reason("search_0002", [1], plan)
 
 
+@pytest.mark.parametrize("plan_folder", [CHARGPT, DIGITS])
 def test_the_validation_curve_is_the_mean_at_steps_every_seed_trained_past(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan_folder: str
 ) -> None:
+    """The plan's objective figure of its training log's val records, read from its
+    training stage's work folder while it trains.
+    """
     monkeypatch.chdir(tmp_path)
+    plan = plan_of(plan_folder)
     one = tmp_path / "results" / "t" / "seed1"
-    two = tmp_path / "results" / "t" / "seed2" / "train.resume"  # still training
+    two = tmp_path / "results" / "t" / "seed2" / f"{plan.trainer}.resume"  # still training
     for folder in (one, two):
         folder.mkdir(parents=True)
 
     def lines(*records: tuple[str, int, float]) -> str:
-        fields = {"val": "bits_per_char", "train": "loss"}
+        fields = {"val": plan.objective, "train": "loss"}
         return "".join(
             json.dumps({"kind": kind, "step": step, fields[kind]: value}) + "\n"
             for kind, step, value in records
@@ -342,7 +478,34 @@ def test_the_validation_curve_is_the_mean_at_steps_every_seed_trained_past(
     (two / "train_log.jsonl").write_text(
         lines(("train", 20, 4.0), ("val", 20, 2.0), ("train", 30, 3.9)) + '{"kind": "va'
     )
-    assert validation_curve("t", [1, 2]) == {20: 2.5}
+    assert validation_curve("t", [1, 2], plan) == {20: 2.5}
+
+
+def test_a_pruned_trials_training_is_stopped_by_its_plan_folder_and_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM to the process whose command line holds the plan's run.py, its training
+    stage and the trial's folder; not to another plan's, another stage's or another run's.
+    """
+    monkeypatch.chdir(tmp_path)
+    plan = plan_of(DIGITS)
+    work = ["--work-dir", "results/t/seed1/train.resume"]
+    commands = {
+        "the trial's training": [f"{DIGITS}/run.py", "train", *work],
+        "another plan's": ["project/run.py", "train", *work],
+        "another stage's": [f"{DIGITS}/run.py", "evaluate", "--stage-config", "results/t/x"],
+        "another run's": [f"{DIGITS}/run.py", "train", "--work-dir", "results/u/seed1/t"],
+    }
+    sleeping = [sys.executable, "-c", "import time; time.sleep(120)"]
+    processes = {name: subprocess.Popen([*sleeping, *args]) for name, args in commands.items()}
+    try:
+        assert stop_training("t", plan) == 1
+        assert processes.pop("the trial's training").wait(timeout=30) == -signal.SIGTERM
+        assert {name: p.poll() for name, p in processes.items()} == dict.fromkeys(processes)
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
 
 
 def test_an_impossible_combination_is_refused_with_the_projects_reason(
@@ -358,8 +521,8 @@ def test_an_impossible_combination_is_refused_with_the_projects_reason(
 
 
 def test_the_summary_names_the_best_trial_and_every_state(tmp_path: Path) -> None:
-    spec = spec_in(tmp_path, trials=4, pruning=True)
-    study = open_study(spec, 2)
+    spec, plan = spec_in(tmp_path, trials=4, pruning=True), plan_of(CHARGPT)
+    study = open_study(spec, 2, plan)
     batch = [start_trial(study, spec, number, 0) for number in (0, 1)]
     for trial, values in zip(batch, ({"1": 2.0, "2": 2.2}, {"1": 1.8, "2": 1.9}), strict=True):
         live(study, trial).set_user_attr(SEEDS_ATTR, values)
@@ -370,7 +533,8 @@ def test_the_summary_names_the_best_trial_and_every_state(tmp_path: Path) -> Non
     study.tell(2, state=TrialState.PRUNED)
     live(study, failed).set_user_attr(REASON_ATTR, "config key 'model.d_model' must be ...")
     study.tell(3, state=TrialState.FAIL)
-    write_summary(tmp_path, study.get_trials(), spec, spec["storage"], 2)
+    shown = Shown("validation bits per character", "bits/char", ".4f")
+    write_summary(tmp_path, study.get_trials(), spec, spec["storage"], 2, plan, shown)
     summary = (tmp_path / "summary.md").read_text()
     assert "Trial 1, run `search_0001`" in summary
     assert "**1.8500 ± 0.0707 bits/char** (mean ± sd over 2 seeds" in summary
@@ -386,9 +550,45 @@ def test_the_summary_names_the_best_trial_and_every_state(tmp_path: Path) -> Non
     assert rows["3"][-1] == "config key 'model.d_model' must be ..."
     assert (tmp_path / "search.png").stat().st_size > 0
     assert re.search(r"4 of 4 trials \(2 complete, 1 pruned, 1 failed\)", summary)
+    assert "Objective: validation bits per character (`bits_per_char` of each seed's" in summary
+    assert re.search(r"\| Objective \(bits/char\) +\|", summary)
 
 
-# -- on the real text --------------------------------------------------------------------------
+def test_the_summary_of_a_maximised_objective_names_the_highest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digits plan: the best trial and the best-so-far curve are the highest values;
+    the objective is shown by its label (a plain number: no unit), else by its name.
+    """
+    spec, plan = spec_in(tmp_path, trials=3), plan_of(DIGITS)
+    study = open_study(spec, 3, plan)
+    for number, value in enumerate((0.95, 0.97, 0.93)):
+        live(study, start_trial(study, spec, number, 0)).set_user_attr(SEEDS_ATTR, {"1": value})
+        study.tell(number, value)
+    drawn: list[Any] = []
+    monkeypatch.setattr(search_summary, "save", lambda figure, path: drawn.append(figure))
+    shown = Shown("validation accuracy", "", ".4f")
+    write_summary(tmp_path, study.get_trials(), spec, spec["storage"], 3, plan, shown)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Trial 1, run `search_0001`" in summary
+    assert "**0.9700 validation accuracy** (one seed: 0.9700 (seed 1))" in summary
+    assert (
+        "Objective: validation accuracy (`val_accuracy` of each seed's metrics.json), the mean "
+        "over the trial's seeds, maximised." in summary
+    )
+    (curve,) = [line for line in drawn[0].axes[0].get_lines() if line.get_label() == "best so far"]
+    assert list(curve.get_ydata()) == [0.95, 0.97, 0.97]
+    assert "(higher is better)" in drawn[0].get_suptitle()
+    write_summary(
+        tmp_path, study.get_trials(), spec, spec["storage"], 3, plan, Shown(plan.objective)
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**0.9700 val_accuracy**" in summary
+    assert re.search(r"\| Objective \(val_accuracy\) +\|", summary)
+    assert "Objective: `val_accuracy` of each seed's metrics.json, the mean" in summary
+
+
+# -- on the real data --------------------------------------------------------------------------
 
 # 12 trials of the tiny model, 2 at a time: one epoch of 118 steps (256 windows a batch), a
 # validation and a checkpoint every 20 steps; n_head 3 does not divide d_model 32 (a trial
@@ -410,12 +610,30 @@ E2E_SEARCH = {
         "train.checkpoint_every_steps": 20,
     },
 }
+# 6 trials of the digits plan, 2 at a time, 2 epochs each (a validation and a checkpoint
+# after each), TPE after the first 3: its objective maximised.
+DIGITS_SEARCH = {
+    "space": {
+        "model.arch": {"choices": ["cnn", "linear"]},
+        "train.lr": {"low": 1.0e-3, "high": 5.0e-3, "log": True},
+    },
+    "trials": 6,
+    "parallel": 2,
+    "startup_trials": 3,
+}
 SEARCH_COMMAND = [sys.executable, "workflow/scripts/search.py", "--cores", "2"]
 LOG = "search.out"
 
 
 def search_repo(destination: Path) -> Path:
     return tiny_repo(destination, runs={}, seeds=[1], search=E2E_SEARCH)
+
+
+def digits_search_repo(destination: Path) -> Path:
+    settings = digits_settings(runs={}, seeds=[1], epochs=2, search=DIGITS_SEARCH)
+    repo = copy_repo(destination)
+    configure(repo, **settings)
+    return repo
 
 
 def start_search(repo: Path) -> subprocess.Popen[bytes]:
@@ -436,16 +654,28 @@ def record(study: optuna.Study) -> list[tuple[Any, ...]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted 12-trial search (its wall time: this fixture's setup)."""
-    repo = search_repo(tmp_path_factory.mktemp("search") / "repo")
+def run_search(repo: Path) -> Path:
+    """The search in `repo`, uninterrupted; its output in repo/LOG."""
     result = subprocess.run(
         SEARCH_COMMAND, cwd=repo, env=workflow_env(), capture_output=True, text=True, timeout=HANG
     )
     (repo / LOG).write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     return repo
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 12-trial search (its wall time: this fixture's setup)."""
+    return run_search(search_repo(tmp_path_factory.mktemp("search") / "repo"))
+
+
+@pytest.fixture(scope="module")
+def searched_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 6-trial search of the digits plan (its wall time: this fixture's
+    setup).
+    """
+    return run_search(digits_search_repo(tmp_path_factory.mktemp("digits") / "repo"))
 
 
 @pytest.mark.slow
@@ -481,6 +711,33 @@ def test_a_search_runs_every_trial_and_records_each_state(searched: Path) -> Non
 
 
 @pytest.mark.slow
+def test_a_search_of_the_digits_plan_maximises_its_objective(searched_digits: Path) -> None:
+    """Every trial complete, told the mean of its seeds' val_accuracy; the study maximises,
+    and the summary names the trial of the highest value, shown by the figure's label.
+    """
+    study = load(searched_digits)
+    assert study.direction == StudyDirection.MAXIMIZE
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * DIGITS_SEARCH["trials"]
+    assert {t.params["model.arch"] for t in trials} == {"cnn", "linear"}
+    for trial in trials:
+        metrics = searched_digits / "results" / trial.user_attrs["run"] / "seed1/metrics.json"
+        figures = json.loads(metrics.read_text())["figures"]
+        (objective,) = [f for f in figures if f["name"] == "val_accuracy"]
+        assert trial.value == objective["value"]
+        assert 0.0 <= trial.value <= 1.0
+    best = max(trials, key=lambda t: t.value)  # the first of equals, as the summary's
+    assert study.best_value == best.value
+    summary = (searched_digits / "results/search/search/summary.md").read_text()
+    assert f"Trial {best.number}, run `{best.user_attrs['run']}`" in summary
+    assert f"**{best.value:.4f} {objective['label']}**" in summary
+    assert "maximised" in summary and "bits" not in summary
+    log = (searched_digits / LOG).read_text()
+    assert f"complete, {best.value:.4f} {objective['label']}" in log
+    assert (searched_digits / "results/search/search/search.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_the_workflow_summary_covers_the_complete_trials(searched: Path) -> None:
     snakemake(searched, "--cores", "2", "results/summary.md")
     summary = (searched / "results" / "summary.md").read_text()
@@ -489,15 +746,64 @@ def test_the_workflow_summary_covers_the_complete_trials(searched: Path) -> None
         assert shown == (trial.state == TrialState.COMPLETE), trial.user_attrs["run"]
 
 
+@dataclass(frozen=True)
+class Searched:
+    """A plan's uninterrupted search, and what its training shows of its checkpoints."""
+
+    plan: str  # the plan folder
+    fixture: str  # the fixture of its uninterrupted search
+    make_repo: Callable[[Path], Path]  # a copy configured for the same search
+    # The work folder of a training → whether it trained past its first checkpoint.
+    past_checkpoint: Callable[[Path], bool]
+    # A training's train.log and train_summary.json → the step its log says it resumed at.
+    resumed_at: Callable[[str, dict[str, Any]], int]
+    first_checkpoint: Callable[[dict[str, Any]], int]  # train_summary.json → its step
+
+
+def resumed_at_step(log: str, _: dict[str, Any]) -> int:
+    return int(re.search(r"resumed from \S+ at step (\d+)", log)[1])
+
+
+def resumed_at_epoch(log: str, summary: dict[str, Any]) -> int:
+    return int(re.search(r"resumed from \S+ at epoch (\d+)", log)[1]) * summary["steps_per_epoch"]
+
+
+SEARCHES = [
+    Searched(
+        plan=CHARGPT,
+        fixture="searched",
+        make_repo=search_repo,
+        past_checkpoint=lambda work: logged_steps(work / "train_log.jsonl") >= 30,
+        resumed_at=resumed_at_step,
+        first_checkpoint=lambda _: 20,
+    ),
+    # Training logs an epoch at its end, then writes its checkpoint: past it, the next
+    # epoch trains.
+    Searched(
+        plan=DIGITS,
+        fixture="searched_digits",
+        make_repo=digits_search_repo,
+        past_checkpoint=lambda work: (work / "last.pt").is_file(),
+        resumed_at=resumed_at_epoch,
+        first_checkpoint=lambda summary: summary["steps_per_epoch"],
+    ),
+]
+BY_PLAN = pytest.mark.parametrize("case", SEARCHES, ids=[case.plan for case in SEARCHES])
+
+
 @pytest.mark.slow
-def test_a_finished_search_run_again_trains_nothing(searched: Path) -> None:
-    before = record(load(searched))
+@BY_PLAN
+def test_a_finished_search_run_again_trains_nothing(
+    case: Searched, request: pytest.FixtureRequest
+) -> None:
+    searched_repo = request.getfixturevalue(case.fixture)
+    before = record(load(searched_repo))
     result = subprocess.run(
-        SEARCH_COMMAND, cwd=searched, env=workflow_env(), capture_output=True, text=True
+        SEARCH_COMMAND, cwd=searched_repo, env=workflow_env(), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "snakemake on" not in result.stdout
-    assert record(load(searched)) == before
+    assert record(load(searched_repo)) == before
 
 
 def snakemake_of(search: subprocess.Popen[bytes]) -> psutil.Process:
@@ -516,21 +822,21 @@ def trained(repo: Path) -> dict[str, bytes]:
 
 
 def stop_once_training(
-    repo: Path, run: str, kill: Any
+    repo: Path, run: str, kill: Any, case: Searched
 ) -> tuple[int, dict[str, bytes], psutil.Process]:
-    """Start the search; once `run` has trained 30 steps (a checkpoint at 20), call
+    """Start the search; once `run` has trained past its first checkpoint, call
     kill(search, training); return the search's exit code, what had finished training by
     then, and the training.
     """
     search = start_search(repo)
-    work_log = repo / "results" / run / "seed1" / "train.resume" / "train_log.jsonl"
+    work = repo / "results" / run / "seed1" / plan_of(case.plan).work_log.parent
     deadline = time.monotonic() + HANG
     try:
         while True:
             assert search.poll() is None, (repo / LOG).read_text()
             assert time.monotonic() < deadline, f"{run} did not train in {HANG} s"
-            training = trainer_of(search, run)
-            if training is not None and logged_steps(work_log) >= 30:
+            training = trainer_of(search, run, case.plan)
+            if training is not None and case.past_checkpoint(work):
                 done = trained(repo)
                 kill(search, training)
                 break
@@ -544,17 +850,19 @@ def stop_once_training(
 
 
 @pytest.mark.slow
+@BY_PLAN
 def test_a_search_killed_three_times_ends_as_the_uninterrupted_one(
-    searched: Path, tmp_path: Path
+    case: Searched, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """SIGKILL of the search command, of its Snakemake, then of a training, each once a
     complete trial (of the uninterrupted search) of a later batch has trained past its
     first checkpoint; the same command each time after.
     """
-    reference = load(searched).get_trials()
+    searched_repo = request.getfixturevalue(case.fixture)
+    reference = load(searched_repo).get_trials()
     runs = [t.user_attrs["run"] for t in reference if t.state == TrialState.COMPLETE]
     cut = [runs[0], runs[len(runs) // 2], runs[-1]]
-    repo = search_repo(tmp_path / "repo")
+    repo = case.make_repo(tmp_path / "repo")
     kills = [
         lambda search, _: search.kill(),
         lambda search, _: snakemake_of(search).kill(),
@@ -564,18 +872,20 @@ def test_a_search_killed_three_times_ends_as_the_uninterrupted_one(
     for run, kill, expected in zip(
         cut, kills, (-signal.SIGKILL, 128 + signal.SIGKILL, 0), strict=True
     ):
-        code, done, _ = stop_once_training(repo, run, kill)
+        code, done, _ = stop_once_training(repo, run, kill, case)
         assert code == expected, (repo / LOG).read_text()
         finished.update(done)
-    assert record(load(repo)) == record(load(searched))
+    assert record(load(repo)) == record(load(searched_repo))
     now = trained(repo)
     for run, summary in finished.items():
         assert now[run] == summary, f"{run} trained again"
     for run in cut:
-        log = (repo / "results" / run / "seed1" / "logs" / "train.log").read_text()
-        step = int(re.search(r"resumed from \S+ at step (\d+)", log)[1])
-        assert step >= 20
-        assert json.loads(now[run])["resumed_from_step"] == step
+        logs = repo / "results" / run / "seed1" / "logs"
+        log = (logs / f"{plan_of(case.plan).trainer}.log").read_text()
+        summary = json.loads(now[run])
+        step = case.resumed_at(log, summary)
+        assert step >= case.first_checkpoint(summary)
+        assert summary["resumed_from_step"] == step
 
 
 @pytest.mark.slow

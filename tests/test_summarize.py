@@ -86,7 +86,12 @@ def summarize_pairs(
         plot=str(tmp_path / "results" / "out" / "summary.png"),
     )
     runs = [p[0] for p in pairs]
-    params = SimpleNamespace(runs=runs, seeds=[p[1] for p in pairs], baseline=baseline or runs[0])
+    params = SimpleNamespace(
+        runs=runs,
+        seeds=[p[1] for p in pairs],
+        baseline=baseline or runs[0],
+        objective={"figure": "bits_per_char", "direction": "minimize"},
+    )
     summarize.main(inputs, outputs, params)
     assert Path(outputs.plot).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert not list(Path(outputs.table).parent.glob(".*.tmp")), "outputs are written atomically"

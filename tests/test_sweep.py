@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_runs import REPO, configure, snakemake, tiny_repo
+from workflow_runs import REPO, SHARED_DATA, configure, copy_repo, snakemake, tiny_repo
 
 from sweep import SweepError, sweep_runs
 
@@ -234,3 +234,49 @@ def test_the_dry_run_benchmark_sweep_has_a_thousand_points() -> None:
     """tests/sweep_1000.yaml, the README's dry-run figure: 1,000 runs of 3 seeds."""
     spec = yaml.safe_load((REPO / "tests" / "sweep_1000.yaml").read_text(encoding="utf-8"))
     assert len(sweep_runs(spec["sweep"])) == 1000 and len(spec["seeds"]) == 3
+
+
+# The second plan through the same workflow: its architectures × 3 seeds, 3 epochs each.
+DIGITS_BASELINE = "sweep_arch-cnn"
+
+
+@pytest.mark.slow
+def test_a_sweep_of_the_digits_plan_compares_its_architectures_over_three_seeds(
+    tmp_path: Path,
+) -> None:
+    """plans/digits runs through the workflow as it is: the sweep over model.arch, the
+    summary's comparison with the CNN, and the objective (validation accuracy) maximised.
+    """
+    if not (SHARED_DATA / "digits" / "digits.csv").is_file():
+        pytest.skip(f"the verified digits file is not at {SHARED_DATA}")
+    repo = copy_repo(tmp_path / "repo")
+    configure(
+        repo,
+        plan="plans/digits",
+        runs={},
+        sweep={"grid": {"model.arch": ["cnn", "linear"]}},
+        seeds=[1, 2, 3],
+        epochs=3,
+        baseline=DIGITS_BASELINE,
+    )
+    snakemake(repo, "--cores", "2")
+    results = repo / "results"
+    for run in ("sweep_arch-cnn", "sweep_arch-linear"):
+        for seed in (1, 2, 3):
+            folder = results / run / f"seed{seed}"
+            report = (folder / "ml_res.md").read_text(encoding="utf-8")
+            assert "DigitCNN" in report if run.endswith("cnn") else "LinearClassifier" in report
+            assert "![confusion](confusion.png)" in report and "![hardest](hardest.png)" in report
+    summary = (results / "summary.md").read_text(encoding="utf-8")
+    accuracy = {
+        run: [
+            json.loads((results / run / f"seed{seed}" / "metrics.json").read_text())["val_accuracy"]
+            for seed in (1, 2, 3)
+        ]
+        for run in ("sweep_arch-cnn", "sweep_arch-linear")
+    }
+    best = max(accuracy, key=lambda run: sum(accuracy[run]))
+    assert f"to maximize: the best run by its mean is `{best}`" in summary
+    section = summary.split("## Each run against the baseline")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if "validation accuracy" in line]
+    assert rows and all(line.strip("| ").startswith("sweep_arch-linear") for line in rows)

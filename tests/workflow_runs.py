@@ -51,7 +51,9 @@ def workflow_env(**extra: str) -> dict[str, str]:
     """The environment of a Snakemake run: this interpreter's `python` first on PATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # Each plan's offline copy of its data, in the mirror beside the checkout.
     env["CHARGPT_DATA_MIRROR"] = str(SHARED_DATA)
+    env["DIGITS_DATA_MIRROR"] = str(SHARED_DATA)
     env.update(extra)
     return env
 
@@ -123,10 +125,12 @@ def tiny_repo(destination: Path, **settings: Any) -> Path:
     return repo
 
 
-def trainer_of(workflow: subprocess.Popen[bytes], run: str = "") -> psutil.Process | None:
-    """The `python project/run.py train` process below `workflow` (of `run`, if named; the
+def trainer_of(
+    workflow: subprocess.Popen[bytes], run: str = "", plan: str = "project"
+) -> psutil.Process | None:
+    """The `python <plan>/run.py train` process below `workflow` (of `run`, if named; the
     GPU monitor around it has run.py in its command line too, as an argument, not as its
-    script).
+    script), `plan` being the plan folder as config/config.yaml names it.
     """
     inside = f"results/{run}/" if run else ""
     with contextlib.suppress(psutil.NoSuchProcess):
@@ -135,7 +139,7 @@ def trainer_of(workflow: subprocess.Popen[bytes], run: str = "") -> psutil.Proce
                 command = process.cmdline()
             except psutil.NoSuchProcess:
                 continue
-            if command[1:3] == ["project/run.py", "train"] and inside in " ".join(command):
+            if command[1:3] == [f"{plan}/run.py", "train"] and inside in " ".join(command):
                 return process
     return None
 

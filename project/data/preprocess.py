@@ -75,6 +75,7 @@ def prepare(config: DataConfig, files: DataFiles, source: SourceFile) -> dict[st
         "source_sha256": source.sha256,
         "verified": config.sha256 is not None,
         "n_chars": len(text),
+        "size": f"{len(text):,} characters",
         "train_chars": len(train_ids),
         "val_chars": len(val_ids),
         "train_fraction": config.train_fraction,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..model.attention import KVCache
+from ..model.base import CharModel, sample_next
 from ..model.block import TransformerBlock
 from ..model.embedding import TokenEmbedding
 from ..model.init import init_weights
@@ -16,15 +17,17 @@ from ..model.rope import RotaryEmbedding
 from ..utils.config import ModelConfig
 
 
-class CharGPT(nn.Module):
+class CharGPT(CharModel):
     """M8 CharGPT: embedding (M1) → dropout → L blocks (M6) → final RMSNorm (M3) → output
-    head tied to the embedding, giving logits z ∈ R^{T×V}.
+    head tied to the embedding, giving logits z ∈ R^{T×V}. It keeps the model interface
+    (model/interface.py); its parameter counts come from CharModel.
     """
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
+        self.block_size = config.block_size
         head_dim = config.d_model // config.n_head
         # One RoPE table shared by every block: it holds no parameters.
         rope = RotaryEmbedding(head_dim, config.block_size, config.rope_base)
@@ -55,21 +58,15 @@ class CharGPT(nn.Module):
             x = block(x, caches[i] if caches else None)
         return self.embedding.logits(self.final_norm(x))
 
-    def num_parameters(self) -> int:
-        """Parameters counted once (the tied head adds none)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def parameters_by_module(self) -> dict[str, int]:
-        """Parameters of each component, keyed by the project file that defines it
-        (e.g. "model/attention.py": all L attention layers together).
+    def flops_per_token(self) -> float:
+        """Training FLOPs per position: 6 per weight used in a matmul (forward + backward),
+        the tied head included, plus 12·L·d·T for the attention scores and their use.
         """
-        counts: dict[str, int] = {}
-        for module in self.modules():
-            source = type(module).__module__
-            if source.startswith("model."):
-                path = source.replace(".", "/") + ".py"
-                counts[path] = counts.get(path, 0) + sum(p.numel() for p in module.parameters())
-        return counts
+        config = self.config
+        matmul_weights = sum(p.numel() for p in self.blocks.parameters() if p.dim() >= 2)
+        head = self.embedding.weight.numel()
+        attention = 12 * config.n_layer * config.d_model * config.block_size
+        return 6 * (matmul_weights + head) + attention
 
     @torch.inference_mode()
     def generate(
@@ -84,8 +81,8 @@ class CharGPT(nn.Module):
 
         While the context fits in T, a KV cache computes only each new position. Past T the
         plan's crop changes every position's context, so each step recomputes the last T
-        ids. Sampling uses its own generator seeded with `seed`, so samples are reproducible
-        and do not disturb the global random state.
+        ids, as CharModel.generate does at every step. Sampling uses its own generator seeded
+        with `seed`, so samples are reproducible and do not disturb the global random state.
         """
         was_training = self.training
         self.eval()
@@ -99,12 +96,7 @@ class CharGPT(nn.Module):
                 logits = self(ids[:, caches[0].length :], caches)
             else:
                 logits = self(ids[:, -block_size:])
-            logits = logits[:, -1, :].float() / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, generator)
             ids = torch.cat((ids, next_id), dim=1)
         self.train(was_training)
         return ids[0, len(prompt_ids) :].tolist()

@@ -1,6 +1,5 @@
 """The `bench` stage: training speed on the prepared data (training/bench.py), which it
-prepares first where it is missing. Not a rule of the workflow: workflow/scripts/benchmark.py
-runs it.
+prepares first where it is missing. Not a rule of the workflow: benchmark.py runs it.
 """
 
 from __future__ import annotations
@@ -10,13 +9,16 @@ import argparse
 from harness.io import write_json
 from harness.stage import Files, Stage
 
-from ..data.dataset import DataFiles, PreparedData
-from ..training.bench import DEFAULT_CUDA_PEAK_TFLOPS, VARIANT_NAMES, benchmark
 from ..utils.config import Config
 from . import prepare as stage_prepare
 
+# The stage's machinery (torch) is imported when it runs or its options are asked for (the
+# dispatcher adds a stage's options only when it runs that stage).
+
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    from ..training.bench import DEFAULT_CUDA_PEAK_TFLOPS, VARIANT_NAMES
+
     parser.add_argument(
         "--variant",
         choices=VARIANT_NAMES,
@@ -31,6 +33,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> None:
+    from ..data.dataset import DataFiles, PreparedData
+    from ..training.bench import benchmark
+
     if not files["manifest"].is_file():
         stage_prepare.run(config, files, argparse.Namespace(source=None))
     data = PreparedData.load(DataFiles.named(files))

@@ -10,21 +10,26 @@ import math
 import time
 from typing import Any
 
-from harness.cost import StageCost
-from harness.device import resolve_device, resolve_precision
 from harness.io import read_json, read_jsonl, write_json
 from harness.stage import Files, Stage, check_recorded
 
-from ..data.dataset import DataFiles, PreparedData
-from ..testing.evaluator import evaluate
-from ..training.checkpoint import load_best_model
 from ..utils.config import Config
+
+# The stage's machinery (torch) is imported when it runs, so that declaring the plan
+# (plan.py: the planner, `run.py --help`, `run.py config`) imports none of it.
 
 logger = logging.getLogger(__name__)
 
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any]:
     """E1-E4 on the best checkpoint: metrics.json, then quick_validation.json."""
+    from harness.cost import StageCost
+    from harness.device import resolve_device, resolve_precision
+
+    from ..data.dataset import DataFiles, PreparedData
+    from ..testing.evaluator import evaluate
+    from ..training.checkpoint import load_best_model
+
     device = resolve_device(config.device)
     check_recorded(files, "summary", ("best", "train_log"), "train")
     with StageCost("evaluate", device) as cost:
@@ -37,6 +42,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any
         cost.time("evaluation_s", started)
     metrics.update(checkpoint_step=state["best_step"], precision=precision)
     write_json(files["metrics"], metrics)
+    cost.throughput("characters", "scored", count=metrics["scored_chars"])
     write_json(files["evaluate_cost"], cost.record())
     write_json(files["checks"], quick_validation(files, metrics))
     logger.info(

@@ -7,15 +7,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-from harness.cost import StageCost
 from harness.io import read_json, write_json
 from harness.stage import Files, Stage
 
-from ..data.dataset import DataFiles
-from ..data.download import locate_source, recorded_source
-from ..data.preprocess import prepare
 from ..utils.config import Config
+
+# The stage's machinery (torch) is imported when it runs, so that declaring the plan
+# (plan.py: the planner, `run.py --help`, `run.py config`) imports none of it.
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +28,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
     """D1-D3: the encoded splits, the vocabulary and the manifest."""
+    import torch
+    from harness.cost import StageCost
+
+    from ..data.dataset import DataFiles
+    from ..data.download import locate_source, recorded_source
+    from ..data.preprocess import prepare
+
     with StageCost("prepare", torch.device("cpu")) as cost:
         source = (
             locate_source(config.data)
@@ -37,6 +42,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
             else recorded_source(read_json(args.source), config.data)
         )
         manifest = prepare(config.data, DataFiles.named(files), source)
+    cost.throughput("characters", "prepared", count=manifest["n_chars"])
     write_json(files["prepare_cost"], cost.record())
     return manifest
 

@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness.cost import StageCost
-from harness.device import resolve_device
 from harness.io import write_json, write_text
 from harness.stage import Files, Stage, check_recorded
 
-from ..data.dataset import CharTokenizer, DataFiles
-from ..testing.sampler import sample_text
-from ..training.checkpoint import load_best_model
 from ..utils.config import Config
+
+# The stage's machinery (torch) is imported when it runs, so that declaring the plan
+# (plan.py: the planner, `run.py --help`, `run.py config`) imports none of it.
 
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> str:
     """E5 Samples from the best checkpoint: samples.txt (+ samples.json)."""
+    from harness.cost import StageCost
+    from harness.device import resolve_device
+
+    from ..data.dataset import CharTokenizer, DataFiles
+    from ..testing.sampler import sample_text
+    from ..training.checkpoint import load_best_model
+
     device = resolve_device(config.device)
     DataFiles.named(files).check("vocab")
     check_recorded(files, "summary", ("best",), "train")
@@ -34,6 +39,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> str:
         "checkpoint_step": state["best_step"],
     }
     write_json(files["samples_meta"], meta)
+    cost.throughput("characters", "generated", count=config.sample.num_chars)
     write_json(files["sample_cost"], cost.record())
     print(f"--- sample ---\n{text}\n--------------")
     return text

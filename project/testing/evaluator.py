@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from harness.contract import Figure
 
 from ..data.dataset import PreparedData
-from ..model.gpt import CharGPT
+from ..model.interface import LanguageModel
 from ..testing.metrics import (
-    Figure,
     baseline_record,
     bits_per_char,
     perplexity,
@@ -33,7 +33,7 @@ class SplitScore:
 
 
 def score_split(
-    model: CharGPT,
+    model: LanguageModel,
     ids: torch.Tensor,
     config: EvalConfig,
     precision: str,
@@ -51,7 +51,7 @@ def score_split(
         nll += losses[mask].double().sum()
         top1 += topk_hits(logits, targets, mask, 1)
         top5 += topk_hits(logits, targets, mask, 5)
-    scored = scored_positions(ids, config, model.config.block_size)
+    scored = scored_positions(ids, config, model.block_size)
     return SplitScore(
         loss_nats=nll.item() / scored,
         top1_accuracy=top1.item() / scored,
@@ -101,7 +101,7 @@ def figures(score: SplitScore, references: dict[str, dict[str, float]]) -> list[
 
 
 def evaluate(
-    model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
+    model: LanguageModel, data: PreparedData, config: EvalConfig, precision: str
 ) -> dict[str, Any]:
     """E1-E4: the model's figures and the uniform and unigram baselines on the same
     positions (every validation character after the first): each figure under its name,
@@ -116,11 +116,15 @@ def evaluate(
         "plan_ids": ["E1", "E2", "E3", "E4"],
         "split": "val",
         "scored_chars": score.scored,
-        "context": model.config.block_size,
-        "stride": eval_stride(config, model.config.block_size),
+        "context": model.block_size,
+        "stride": eval_stride(config, model.block_size),
         **{figure.name: figure.value for figure in declared},
         "baselines": {"uniform": uniform, "unigram": unigram},
         "beats_uniform": score.loss_nats < uniform["loss_nats"],
         "beats_unigram": score.loss_nats < unigram["loss_nats"],
         "figures": [asdict(figure) for figure in declared],
+        "model_name": type(model).__name__,
+        "references": {"unigram": "Unigram (train split, add-one)", "uniform": "Uniform"},
+        "note": f"Scored characters: {score.scored:,} (context {model.block_size}, "
+        f"stride {eval_stride(config, model.block_size)}).",
     }

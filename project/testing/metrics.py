@@ -3,25 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One figure of metrics.json and how to show it. The report lists every figure
-    (`format(value, format)`, then the unit); the summary (results/summary.md) has a column
-    for each one marked `summary`, its mean ± sd over a run's seeds.
-    """
-
-    name: str  # its key in metrics.json
-    label: str  # what the report and the summary call it
-    value: float
-    unit: str  # "" for a plain number
-    format: str  # a format spec: ".4f"
-    summary: bool = False
-    baselines: dict[str, float] = field(default_factory=dict)  # E4's models, where defined
 
 
 def bits_per_char(loss_nats: float) -> float:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..data.dataset import CharTokenizer, UnknownCharacterError
-from ..model.gpt import CharGPT
+from ..model.interface import LanguageModel
 from ..utils.config import ConfigError, SampleConfig
 
 
-def sample_text(model: CharGPT, tokenizer: CharTokenizer, settings: SampleConfig) -> str:
+def sample_text(model: LanguageModel, tokenizer: CharTokenizer, settings: SampleConfig) -> str:
     """E5: `settings.num_chars` characters generated from `settings.prompt` with a fixed
     seed, temperature and top-k (plan: 500 from "ROMEO:", 0.8, 40), prompt included.
     """

@@ -13,7 +13,7 @@ from harness.device import autocast, inference_mode
 
 from ..data.dataset import PreparedData
 from ..data.loader import eval_batches, eval_windows
-from ..model.gpt import CharGPT
+from ..model.interface import LanguageModel
 from ..utils.config import ConfigError, EvalConfig
 
 
@@ -36,12 +36,12 @@ def require_full_window(n_ids: int, block_size: int) -> None:
 
 
 def scored_batches(
-    model: CharGPT, ids: torch.Tensor, config: EvalConfig, precision: str
+    model: LanguageModel, ids: torch.Tensor, config: EvalConfig, precision: str
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """D5 over a split: (fp32 logits (B, T, V), targets (B, T), mask (B, T) of the positions
     each window scores, per-position losses in nats (B, T)) for every batch of windows.
     """
-    block_size = model.config.block_size
+    block_size = model.block_size
     require_full_window(len(ids), block_size)
     windows = eval_windows(len(ids), block_size, eval_stride(config, block_size))
     with inference_mode(model):
@@ -59,18 +59,20 @@ def scored_positions(ids: torch.Tensor, config: EvalConfig, block_size: int) -> 
     return sum(w.scored for w in windows)
 
 
-def split_loss(model: CharGPT, ids: torch.Tensor, config: EvalConfig, precision: str) -> float:
+def split_loss(
+    model: LanguageModel, ids: torch.Tensor, config: EvalConfig, precision: str
+) -> float:
     """E1: mean loss in nats over every scored position of `ids`, summed on the device and
     read back once.
     """
     nll = torch.zeros((), dtype=torch.float64, device=ids.device)
     for _, _, mask, losses in scored_batches(model, ids, config, precision):
         nll += losses[mask].double().sum()
-    return nll.item() / scored_positions(ids, config, model.config.block_size)
+    return nll.item() / scored_positions(ids, config, model.block_size)
 
 
 def validation_loss(
-    model: CharGPT, data: PreparedData, config: EvalConfig, precision: str
+    model: LanguageModel, data: PreparedData, config: EvalConfig, precision: str
 ) -> float:
     """E1 on the validation split, the number T7 selects checkpoints by."""
     return split_loss(model, data.val, config, precision)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from project.model.gpt import CharGPT
+from project.model.build import build_model
+from project.model.interface import LanguageModel
 from project.tests import dispatch as run
 from project.tests.run_files import output
 from project.utils.config import ModelConfig
@@ -125,12 +126,14 @@ def tiny_model_config(**changes: object) -> ModelConfig:
 
 
 @pytest.fixture
-def make_model() -> Callable[..., CharGPT]:
-    """make_model(vocab_size=11, seed=0, **model_config_changes) -> a tiny CharGPT."""
+def make_model() -> Callable[..., LanguageModel]:
+    """make_model(vocab_size=11, seed=0, **model_config_changes) -> a tiny model of
+    `model.arch` (by default the plan's CharGPT), from the factory.
+    """
 
-    def make(vocab_size: int = 11, seed: int = 0, **changes: object) -> CharGPT:
+    def make(vocab_size: int = 11, seed: int = 0, **changes: object) -> LanguageModel:
         torch.manual_seed(seed)
-        return CharGPT(tiny_model_config(**changes), vocab_size)
+        return build_model(tiny_model_config(**changes), vocab_size)
 
     return make
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from project.stages.train import WORK_DIR
+from harness.stage import work_folder
+
 from project.tests import dispatch as run
 
 
@@ -19,4 +20,4 @@ def output(out_dir: Path, name: str) -> Path:
 
 def work_file(out_dir: Path, name: str) -> Path:
     """A file of training's work folder (the log, a checkpoint) while training runs."""
-    return out_dir / WORK_DIR / name
+    return out_dir / work_folder("train") / name

@@ -1,21 +1,22 @@
-"""utils.config: the plan's defaults, and every way a bad value is rejected before work starts."""
+"""utils.config: the plan's defaults, its keys' types and ranges, its CPU preset. How a
+configuration is resolved and read (files, --set, missing and unknown keys) is the
+harness's: harness/tests/test_harness_config.py.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torch._inductor
-import yaml
-from harness.config import merge, nested, parse_assignment, read_yaml
+from harness.config import nested, read_yaml
 
 from project.tests import dispatch as run
 from project.tests.dispatch import PLAN_CONFIG, load
 from project.tests.dispatch import resolve_config as resolve
-from project.utils.config import COMPILE_MODES, Config, ConfigError, build
+from project.utils.config import COMPILE_MODES, Config, ConfigError
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:
@@ -49,25 +50,6 @@ def test_default_config_is_the_plan() -> None:
         40,
     )
     assert raw["model"]["d_model"] == 384
-
-
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [
-        ({"model": {"n_layers": 3}}, "model.n_layers"),
-        ({"trian": {"lr": 1e-3}}, "trian"),
-        ({"train": {"lr": {"peak": 1e-3}}}, "train.lr"),
-    ],
-)
-def test_unknown_key_is_rejected_by_name(override: dict[str, Any], key: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
-        load(None, [override])
-
-
-def test_unknown_key_in_a_config_file_is_rejected_by_name(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path, "model:\n  n_layers: 4\n")
-    with pytest.raises(ConfigError, match=re.escape("'model.n_layers'")):
-        load(path)
 
 
 @pytest.mark.parametrize(
@@ -124,59 +106,6 @@ def test_compile_modes_with_cuda_graphs_of_their_own_exclude_the_step_graph(
     assert load(off)[0].train.compile_mode == mode
 
 
-@pytest.mark.parametrize(
-    ("yaml_text", "problem"),
-    [
-        (
-            "train:\n  lr: 1.0e-3\n  epochs: x: 2\n",
-            "line 3, column 12: mapping values are not allowed here",
-        ),
-        (
-            "model:\n  n_layer: [1\n",
-            "line 3, column 1: expected ',' or ']', but got '<stream end>'",
-        ),
-    ],
-)
-def test_yaml_syntax_error_names_the_file_line_and_column(
-    tmp_path: Path, yaml_text: str, problem: str
-) -> None:
-    path = write_yaml(tmp_path, yaml_text)
-    with pytest.raises(ConfigError) as caught:
-        load(path)
-    assert str(caught.value) == f"config file {path} is not valid YAML: {problem}"
-
-
-def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.yaml"
-    path.write_bytes("sample:\n  prompt: café\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=re.escape(f"config file {path} is not valid YAML")):
-        load(path)
-
-
-def test_yaml_syntax_error_in_set_names_the_text_line_and_column() -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse_assignment("train.lr=[1")
-    assert str(caught.value) == (
-        "--set 'train.lr=[1' is not valid YAML: line 1, column 12: "
-        "expected ',' or ']', but got '<stream end>'"
-    )
-
-
-def test_set_assignment_parses_numbers() -> None:
-    assert parse_assignment("train.lr=3e-4") == {"train": {"lr": "3e-4"}}  # YAML 1.1 reads a str
-    config, _ = load(None, [parse_assignment("train.lr=3e-4")])
-    assert isinstance(config.train.lr, float)
-    assert config.train.lr == 3e-4
-    config, _ = load(None, [parse_assignment("train.epochs=7"), parse_assignment("seed=5")])
-    assert (config.train.epochs, config.seed) == (7, 5)
-    config, _ = load(None, [parse_assignment("train.patience=null")])
-    assert config.train.patience is None
-    config, _ = load(None, [parse_assignment("train.lr=1")])  # an int where a float is due
-    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
-    with pytest.raises(ConfigError, match="key=value"):
-        parse_assignment("train.lr")
-
-
 def test_cli_set_goes_through_the_same_checks() -> None:
     args = run.parse_args(["train", "--set", "train.lr=3e-4", "--epochs", "3", "--device", "cpu"])
     resolved = run.resolve(args)
@@ -192,12 +121,15 @@ def test_cli_set_goes_through_the_same_checks() -> None:
 @pytest.mark.parametrize(
     ("cuda", "source", "n_layer"), [(True, "default", 6), (False, "cpu-preset", 2)]
 )
-def test_auto_is_decided_once_and_recorded(cuda: bool, source: str, n_layer: int) -> None:
+def test_the_cpu_preset_sizes_the_model_unless_a_file_insists_on_the_plan(
+    cuda: bool, source: str, n_layer: int
+) -> None:
+    """The plan's own preset and plan file (how `auto` and the preset are decided: the
+    harness's tests, harness/tests/test_harness_config.py).
+    """
     resolved = resolve(None, [], cuda=cuda)
     assert resolved.config.device == ("cuda" if cuda else "cpu")
     assert (resolved.source, resolved.config.model.n_layer) == (source, n_layer)
-    # A stage never sees "auto": it reads the decision.
-    assert resolved.view(("device",))["device"] == resolved.config.device
     # An explicit file wins over the preset, on the CPU too.
     explicit = resolve(PLAN_CONFIG, [], cuda=False)
     assert (explicit.source, explicit.config.model.n_layer) == (str(PLAN_CONFIG), 6)
@@ -208,96 +140,13 @@ def test_checks_across_sections_run_when_the_run_is_resolved() -> None:
         resolve(None, [{"model": {"block_size": 32}}, {"eval": {"stride": 40}}], cuda=False)
 
 
-def test_later_overrides_win_and_merge_keeps_the_base() -> None:
-    base = {"a": 1, "b": {"c": 2, "d": 3}}
-    merged = merge(base, {"b": {"d": 4}})
-    assert merged == {"a": 1, "b": {"c": 2, "d": 4}}
-    assert base == {"a": 1, "b": {"c": 2, "d": 3}}
-    config, _ = load(None, [{"train": {"lr": 2e-3}}, {"train": {"lr": 5e-4}}])
-    assert config.train.lr == 5e-4
-
-
-@pytest.mark.parametrize(
-    ("assignment", "key"),
-    [
-        ("train.lr=fast", "train.lr"),
-        ("model.n_layers=3", "model.n_layers"),
-        ("train.epochs=0", "train.epochs"),
-        ("train.lr=[1", "'train.lr=[1' is not valid YAML: line 1, column 12"),
-    ],
-)
-def test_bad_set_exits_2_before_writing_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], assignment: str, key: str
-) -> None:
-    out_dir = tmp_path / "out"
-    code = run.main(["--device", "cpu", "--out-dir", str(out_dir), "--set", assignment])
-    assert code == 2
-    assert key in capsys.readouterr().err
-    assert not out_dir.exists() or not any(out_dir.iterdir())
-
-
-def test_config_cli_prints_the_resolved_config_or_the_bad_key(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    preset = str(PLAN_CONFIG.with_name("cpu.yaml"))
-    shown = ["config", "--config", preset, "--set", "train.lr=3e-4", "--device", "cpu"]
-    assert run.main(shown) == 0
-    printed = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
-    assert printed["train"]["lr"] == 3e-4 and printed["device"] == "cpu"
-    assert run.main(["config", "--config", preset, "--set", "model.n_layers=2"]) == 2
-    assert "model.n_layers" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("text", ["inf", "nan", "-inf"])
-def test_non_finite_numbers_given_as_strings_are_rejected(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"'train\.grad_clip' must be a finite number"):
-        load(None, [parse_assignment(f'train.grad_clip="{text}"')])
-
-
-# -- the plan is the dataclasses' defaults; a key a config predates takes its default -------
-
-
-def plan_keys() -> list[str]:
-    """Every dotted key of the plan, from the dataclasses: "seed", ..., "model.norm_eps", ..."""
-    keys = []
-    for name, value in Config().to_dict().items():
-        keys += [f"{name}.{key}" for key in value] if isinstance(value, dict) else [name]
-    return keys
+# -- the plan is the dataclasses' defaults -------------------------------------------------
 
 
 def test_the_plan_is_the_defaults_and_the_plan_file_holds_no_keys() -> None:
     assert read_yaml(PLAN_CONFIG) == {}, "the plan is Config's defaults, not a second copy"
     config, raw = load()
     assert config == Config() and raw == Config().to_dict()
-
-
-@pytest.mark.parametrize("key", plan_keys())
-def test_a_key_missing_from_a_config_takes_its_default_and_says_so(
-    key: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """As in a stage config or a checkpoint written before the key existed."""
-    raw = Config().to_dict()
-    *parents, name = key.split(".")
-    section = raw
-    for parent in parents:
-        section = section[parent]
-    default = section.pop(name)
-    with caplog.at_level("WARNING"):
-        assert build(raw) == Config()
-    assert f"config key '{key}' is missing" in caplog.text and repr(default) in caplog.text
-
-
-def test_a_stage_view_lacking_a_section_or_key_takes_the_defaults() -> None:
-    model = Config().to_dict()["model"]
-    del model["norm_eps"]
-    config = build({"model": model}, ("model", "eval"))
-    assert (config.model, config.eval, config.train) == (Config().model, Config().eval, None)
-
-
-def test_an_unknown_key_of_a_stage_config_is_rejected_by_name() -> None:
-    model = {**Config().to_dict()["model"], "n_layers": 3}
-    with pytest.raises(ConfigError, match=re.escape("unknown config key 'model.n_layers'")):
-        build({"model": model}, ("model",))
 
 
 @pytest.mark.parametrize(("key", "seed"), [("seed", -5), ("seed", 2**32), ("sample.seed", -1)])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from project.data.dataset import CharTokenizer, PreparedData
-from project.model.gpt import CharGPT
+from project.model.interface import LanguageModel
 from project.testing.evaluator import evaluate, score_split
 from project.testing.metrics import (
     bits_per_char,
@@ -30,13 +30,15 @@ from project.utils.config import EvalConfig
 SCORE_REL = 1e-5
 
 
-def brute_force_score(model: CharGPT, ids: torch.Tensor, stride: int) -> tuple[float, float, float]:
+def brute_force_score(
+    model: LanguageModel, ids: torch.Tensor, stride: int
+) -> tuple[float, float, float]:
     """Score each position p = 1..N−1 on its own, with the context D5 gives it.
 
     The first window holds ids[0 : L] (L = min(T, N−1)) and scores targets 1..L; window
     k ≥ 1 ends at min(L + k·S, N−1), starts L before its end and scores what is new.
     """
-    block = model.config.block_size
+    block = model.block_size
     n = len(ids)
     length = min(block, n - 1)
     nll, top1, top5 = 0.0, 0, 0
@@ -59,7 +61,7 @@ def brute_force_score(model: CharGPT, ids: torch.Tensor, stride: int) -> tuple[f
 
 @pytest.mark.parametrize(("n", "stride", "batch_size"), [(61, 3, 5), (61, None, 64), (12, 5, 2)])
 def test_score_split_equals_brute_force_per_position(
-    make_model: Callable[..., CharGPT], n: int, stride: int | None, batch_size: int
+    make_model: Callable[..., LanguageModel], n: int, stride: int | None, batch_size: int
 ) -> None:
     model = make_model(vocab_size=11, block_size=8, dropout=0.2)  # dropout must be off in eval
     torch.manual_seed(3)
@@ -91,7 +93,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def test_score_split_terminates_for_a_one_character_context(
-    make_model: Callable[..., CharGPT],
+    make_model: Callable[..., LanguageModel],
 ) -> None:
     model = make_model(vocab_size=5, block_size=1)
     ids = torch.randint(0, 5, (20,))
@@ -141,7 +143,7 @@ def split_text(text: str) -> PreparedData:
 
 
 def test_evaluate_reports_model_and_baselines_on_the_same_positions(
-    make_model: Callable[..., CharGPT],
+    make_model: Callable[..., LanguageModel],
 ) -> None:
     data = split_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind")
     vocab = data.tokenizer.vocab_size
@@ -166,7 +168,7 @@ def test_evaluate_reports_model_and_baselines_on_the_same_positions(
 
 
 def test_every_figure_says_how_to_show_it_and_matches_its_field(
-    make_model: Callable[..., CharGPT],
+    make_model: Callable[..., LanguageModel],
 ) -> None:
     data = split_text("Now is the winter of our discontent made glorious summer by this sun")
     model = make_model(vocab_size=data.tokenizer.vocab_size, block_size=8)

@@ -261,6 +261,24 @@ def test_plan_sized_parameter_count_counts_the_tied_head_once() -> None:
     assert sum(t.numel() for t in model.state_dict().values()) == expected  # no head copy
 
 
+def test_plan_sized_flops_and_parameters_by_file() -> None:
+    """The benchmark's FLOPs per character (6 per matrix weight, the tied head included,
+    plus 12·L·d·T for attention) and train_summary.json's parameters by plan file.
+    """
+    model = plan_model()
+    V, d, L, T, h = 65, 384, 6, 256, 1024
+    assert model.flops_per_token() == 6 * (L * (4 * d * d + 3 * d * h) + V * d) + 12 * L * d * T
+    assert model.parameters_by_module() == {
+        "model/gpt.py": 10_646_784,
+        "model/embedding.py": V * d,
+        "model/block.py": L * (4 * d * d + 3 * d * h + 2 * d),
+        "model/attention.py": L * 4 * d * d,
+        "model/rope.py": 0,
+        "model/feedforward.py": L * 3 * d * h,
+        "model/norm.py": (2 * L + 1) * d,
+    }
+
+
 # -- M8 generate ---------------------------------------------------------------------------
 
 

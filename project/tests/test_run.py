@@ -22,10 +22,10 @@ import pytest
 import torch
 from harness.inputs import file_record
 from harness.io import read_json, read_jsonl, write_json
+from harness.stage import work_folder
 
 from project.data.loader import TrainBatches
 from project.stages import evaluate as stage_evaluate
-from project.stages.train import WORK_DIR
 from project.tests import dispatch as run
 from project.tests.dispatch import load
 from project.tests.run_files import output, work_file
@@ -317,7 +317,7 @@ def test_workflow_resume_under_another_config_starts_fresh_and_says_why(
         assert run.main(argv) == 0
     assert "changed: train.lr, train.min_lr)" in caplog.text
     assert read_json(output(out, "summary"))["resumed_from_step"] is None
-    assert not (out / WORK_DIR).exists(), "a finished run drops its work folder"
+    assert not (out / work_folder("train")).exists(), "a finished run drops its work folder"
 
 
 def test_a_second_trainer_on_the_same_folder_stops_at_once(

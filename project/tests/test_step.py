@@ -15,7 +15,7 @@ from harness.seed import seed_everything
 from torch._dynamo.testing import CompileCounter
 
 from project.data.dataset import DataFiles, PreparedData
-from project.model.gpt import CharGPT
+from project.model.build import build_model
 from project.tests import dispatch as run
 from project.tests.dispatch import load
 from project.training.trainer import Trainer, compiled_blocks
@@ -33,7 +33,7 @@ def prepared(out_dir: Path) -> PreparedData:
 def losses(config: Config, data: PreparedData, device: torch.device, work_dir: Path) -> list[float]:
     """The first STEPS training losses of `config` from the same seed."""
     seed_everything(config.seed)
-    model = CharGPT(config.model, data.tokenizer.vocab_size).to(device)
+    model = build_model(config.model, data.tokenizer.vocab_size).to(device)
     precision = resolve_precision(config.train.precision, device)
     trainer = Trainer(
         model, data.train.to(device), config, {}, work_dir, precision, validate=lambda m: 0.0
@@ -117,7 +117,7 @@ def test_block_scope_compiles_one_block_for_all_and_computes_the_same() -> None:
     small = {"n_layer": 3, "n_head": 4, "d_model": 64, "block_size": 32, "dropout": 0.0}
     config, _ = load(None, [{"model": small}])
     seed_everything(config.seed)
-    model = CharGPT(config.model, vocab_size=65)
+    model = build_model(config.model, vocab_size=65)
     ids = torch.randint(0, 65, (2, config.model.block_size))
     torch._dynamo.reset()
     counter = CompileCounter()

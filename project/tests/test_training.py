@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from project.model.gpt import CharGPT
+from project.model.build import build_model
+from project.model.interface import LanguageModel
 from project.tests.dispatch import load
 from project.training.checkpoint import LAST, CheckpointError, load_checkpoint, save_checkpoint
 from project.training.loss import next_char_loss
@@ -64,7 +65,7 @@ def test_next_char_loss_is_fp32_for_bf16_logits() -> None:
 
 
 def test_optimizer_decays_matrices_and_not_gains(
-    make_model: Callable[..., CharGPT], plan_train: TrainConfig
+    make_model: Callable[..., LanguageModel], plan_train: TrainConfig
 ) -> None:
     model = make_model()
     optimizer = build_optimizer(model, plan_train, torch.device("cpu"))
@@ -87,7 +88,7 @@ def test_optimizer_decays_matrices_and_not_gains(
 
 
 def test_optimizer_hyperparameters_come_from_the_config(
-    make_model: Callable[..., CharGPT], plan_train: TrainConfig
+    make_model: Callable[..., LanguageModel], plan_train: TrainConfig
 ) -> None:
     changed = dataclasses.replace(
         plan_train, beta1=0.8, beta2=0.95, adam_eps=1e-6, weight_decay=0.3, lr=5e-4
@@ -131,7 +132,7 @@ def test_schedule_shape(plan_train: TrainConfig, total: int) -> None:
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_lambda_schedule_sets_the_optimizer_rate_of_each_step(
-    make_model: Callable[..., CharGPT], plan_train: TrainConfig, cuda_graph: bool
+    make_model: Callable[..., LanguageModel], plan_train: TrainConfig, cuda_graph: bool
 ) -> None:
     total = 122
     model = make_model()
@@ -152,12 +153,12 @@ def test_lambda_schedule_sets_the_optimizer_rate_of_each_step(
 # -- T7 -------------------------------------------------------------------------------------
 
 
-def checkpoint_state(make_model: Callable[..., CharGPT]) -> dict[str, Any]:
+def checkpoint_state(make_model: Callable[..., LanguageModel]) -> dict[str, Any]:
     return {"model": make_model().state_dict(), "state": {"step": 3}}
 
 
 def test_save_checkpoint_removes_the_leftovers_of_killed_saves(
-    tmp_path: Path, make_model: Callable[..., CharGPT]
+    tmp_path: Path, make_model: Callable[..., LanguageModel]
 ) -> None:
     leftovers = [tmp_path / ".last.pt.ab12cd34.tmp", tmp_path / ".best.pt.k3j_9x2q.tmp"]
     kept = [tmp_path / "best.pt", tmp_path / "train_log.jsonl"]
@@ -188,7 +189,7 @@ def assert_names_the_rebuild(error: CheckpointError, path: Path) -> None:
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_load_checkpoint_refuses_a_pickle_with_a_payload(
-    tmp_path: Path, make_model: Callable[..., CharGPT], writer: str
+    tmp_path: Path, make_model: Callable[..., LanguageModel], writer: str
 ) -> None:
     marker, path = tmp_path / "payload-ran", tmp_path / "best.pt"
     state = {**checkpoint_state(make_model), "extra": Payload(marker)}
@@ -213,7 +214,7 @@ TRUNCATIONS: dict[str, Callable[[int], int]] = {
 
 @pytest.mark.parametrize("kept", TRUNCATIONS.values(), ids=TRUNCATIONS.keys())
 def test_load_checkpoint_reports_a_truncated_file(
-    tmp_path: Path, make_model: Callable[..., CharGPT], kept: Callable[[int], int]
+    tmp_path: Path, make_model: Callable[..., LanguageModel], kept: Callable[[int], int]
 ) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint(path, checkpoint_state(make_model))
@@ -225,7 +226,7 @@ def test_load_checkpoint_reports_a_truncated_file(
 
 
 def test_load_checkpoint_passes_other_runtime_errors_through(
-    tmp_path: Path, make_model: Callable[..., CharGPT], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, make_model: Callable[..., LanguageModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "best.pt"
     save_checkpoint(path, checkpoint_state(make_model))
@@ -274,7 +275,7 @@ def tiny_trainer(
     torch.manual_seed(0)
     ids = torch.randint(0, 11, (1000,))
     return Trainer(
-        CharGPT(config.model, 11),
+        build_model(config.model, 11),
         ids,
         config,
         raw_config or config.to_dict(),

@@ -23,7 +23,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from ..data.dataset import PreparedData
-from ..model.gpt import CharGPT
+from ..model.build import build_model
 from ..training.trainer import Trainer
 from ..utils.config import Config, ConfigError
 
@@ -36,17 +36,6 @@ PROFILED_STEPS = 5
 TOP_KERNELS = 12  # the longest kernels (CPU: operators) a profile lists
 # Dense bf16 matmul rate measured on our H100 (8192³ products): the MFU denominator.
 DEFAULT_CUDA_PEAK_TFLOPS = 790.0
-
-
-def flops_per_char(model: CharGPT) -> float:
-    """Training FLOPs per character: 6 per weight used in a matmul (forward + backward),
-    the tied head included, plus 12·L·d·T for the attention scores and their use.
-    """
-    config = model.config
-    matmul_weights = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
-    head = model.embedding.weight.numel()
-    attention = 12 * config.n_layer * config.d_model * config.block_size
-    return 6 * (matmul_weights + head) + attention
 
 
 @dataclass(frozen=True)
@@ -149,7 +138,7 @@ def time_variant(
     seed_everything(config.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    model = CharGPT(config.model, data.tokenizer.vocab_size).to(device)
+    model = build_model(config.model, data.tokenizer.vocab_size).to(device)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(
             model,
@@ -185,7 +174,7 @@ def time_variant(
     return {
         "median_step_ms": step_s * 1e3,
         "chars_per_s": chars / step_s,
-        "achieved_tflops": flops_per_char(model) * chars / step_s / 1e12,
+        "achieved_tflops": model.flops_per_token() * chars / step_s / 1e12,
         "warmup_s": warmup_s,
         "max_memory_reserved_bytes": (
             torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None

@@ -12,7 +12,8 @@ from harness.errors import ProjectError
 from harness.inputs import require
 from harness.io import remove_stale_temp_files, write_bytes
 
-from ..model.gpt import CharGPT
+from ..model.build import build_model
+from ..model.interface import LanguageModel
 from ..utils.config import Config, build
 
 BEST = "best.pt"
@@ -57,10 +58,12 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         ) from error
 
 
-def load_best_model(path: Path, device: torch.device) -> tuple[CharGPT, dict[str, Any], Config]:
+def load_best_model(
+    path: Path, device: torch.device
+) -> tuple[LanguageModel, dict[str, Any], Config]:
     """The best checkpoint's model, its training state and the config it was trained with."""
     checkpoint = load_checkpoint(path, device)
     trained = build(checkpoint["config"], tuple(checkpoint["config"]))
-    model = CharGPT(trained.model, checkpoint["vocab_size"]).to(device)
+    model = build_model(trained.model, checkpoint["vocab_size"]).to(device)
     model.load_state_dict(checkpoint["model"])
     return model, checkpoint["state"], trained

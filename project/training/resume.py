@@ -31,9 +31,6 @@ SAFE_ON_RESUME = (
     "train.target_val_loss",
     "train.devices",
 )
-# How `train` treats an existing checkpoint: ignore it, continue from it (refusing one made
-# under other settings), or continue from it when it matches and start over when not.
-RESUME_MODES = ("off", "strict", "restart-on-change")
 
 
 class ResumeError(ProjectError, RuntimeError):

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.loader import TrainBatches
-from ..model.gpt import CharGPT
+from ..model.interface import LanguageModel
 from ..training.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from ..training.loss import next_char_loss
 from ..training.optim import build_optimizer, build_schedule, learning_rate
@@ -68,7 +68,7 @@ class PendingStep:
 
 
 class Trainer:
-    """Trains a CharGPT on device-resident training ids (T1-T8).
+    """Trains a model (model/interface.py) on device-resident training ids (T1-T8).
 
     `validate(model) -> loss in nats` is passed in by run.py (it is the E1 evaluator), so
     that training does not depend on the testing package. `raw_config` (training's view of
@@ -79,13 +79,13 @@ class Trainer:
 
     def __init__(
         self,
-        model: CharGPT,
+        model: LanguageModel,
         train_ids: torch.Tensor,
         config: Config,
         raw_config: dict[str, Any],
         work_dir: Path,
         precision: str,
-        validate: Callable[[CharGPT], float],
+        validate: Callable[[LanguageModel], float],
         data: dict[str, Any] | None = None,
         ranks: Ranks | None = None,
     ) -> None:
@@ -103,7 +103,7 @@ class Trainer:
         self.log_path = work_dir / LOG_FILE
         self.batches = TrainBatches(  # T6 Batching
             train_ids,
-            model.config.block_size,
+            model.block_size,
             config.train.batch_size,
             config.seed,
             self.ranks.rank,
@@ -124,7 +124,7 @@ class Trainer:
         self.captured = config.train.cuda_graph and capture
         self.state = TrainState()
         self.losses: list[float] = []
-        self.chars_per_step = config.train.batch_size * model.config.block_size
+        self.chars_per_step = config.train.batch_size * model.block_size
 
     # -- T5 precision and speed ------------------------------------------------------
 
@@ -372,7 +372,9 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
 
     def train(self, resume: str = "off") -> dict[str, Any]:
-        """Run (or continue, RESUME_MODES) training; returns train_summary.json's figures."""
+        """Run (or continue: harness/stage.py, RESUME_MODES) training; returns
+        train_summary.json's figures.
+        """
         resumed_from = self._start(resume)
         config = self.train_config
         progress = Progress(config.epochs, self.batches.steps_per_epoch, self.state)
@@ -459,9 +461,10 @@ class Trainer:
         }
 
 
-def compiled_blocks(model: CharGPT, **options: Any) -> list[Callable[..., torch.Tensor]]:
-    """T5 regional compilation: torch.compile(**options) of each transformer block on its
-    own. The blocks run the same code on the same shapes, so the first compilation serves
-    all L (Dynamo inlines the modules: their weights are inputs, not constants).
+def compiled_blocks(model: LanguageModel, **options: Any) -> list[Callable[..., torch.Tensor]]:
+    """T5 regional compilation: torch.compile(**options) of each of the model's blocks
+    (`model.blocks`: CharGPT's L transformer blocks) on its own. The blocks run the same
+    code on the same shapes, so the first compilation serves all L (Dynamo inlines the
+    modules: their weights are inputs, not constants).
     """
     return [torch.compile(block, **options) for block in model.blocks]

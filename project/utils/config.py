@@ -23,7 +23,10 @@ from harness.sections import (
     require_seed,
 )
 
-__all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "Config", "ConfigError", "build"]
+__all__ = ["ARCHS", "COMPILE_MODES", "COMPILE_SCOPES", "Config", "ConfigError", "build"]
+
+# The architectures `model.arch` may name; model/build.py builds each (M8 CharGPT: "gpt").
+ARCHS = ("gpt",)
 
 # torch.compile's modes (train.compile_mode), each with whether it replays the model from
 # CUDA graphs of its own (torch._inductor.list_mode_options() lists what each mode sets).
@@ -71,8 +74,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """M1-M8: the transformer's sizes."""
+    """M1-M8: the architecture (`arch`, one of ARCHS) and the transformer's sizes."""
 
+    arch: str = "gpt"
     n_layer: int = 6
     n_head: int = 6
     d_model: int = 384
@@ -83,6 +87,7 @@ class ModelConfig:
     init_std: float = 0.02
 
     def check(self) -> None:
+        require_choice(self.arch, "model.arch", ARCHS)
         for key in ("n_layer", "n_head", "d_model", "block_size"):
             require(getattr(self, key) > 0, f"model.{key}", "must be > 0")
         require(

@@ -6,7 +6,7 @@
 #     -d .device/wheels pytest==9.2.0 iniconfig pluggy   # here: the CUDA tests' runner
 #   bash .device/run.sh bash tests/device/gpu-check.sh   # there, with .device carried
 #
-# 1. the benchmark (workflow/scripts/benchmark.py: step variants with their profiles, time
+# 1. the benchmark (project/benchmark.py: step variants with their profiles, time
 #    to validation loss 1.47, the monitor's cost, evaluation and sampling speed);
 # 2. the workflow's quick validation (snakemake --cores all: results/quick/seed1337/);
 # 3. the CUDA-only tests (project/tests/test_step.py), where pytest is installed.
@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 out=${OUT:?set OUT to the folder whose files come back}
 status=0
 
-timeout 360 python3 workflow/scripts/benchmark.py /tmp/bench --time-cap-s 60 \
+timeout 360 python3 project/benchmark.py /tmp/bench --time-cap-s 60 \
   --variant-timeout-s 100 || status=1
 cp /tmp/bench/bench.md /tmp/bench/bench.json "$out/" || status=1
 

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 RESULTS = "results"
 PLAN_DIR = config["plan"]  # the plan folder: its run.py runs every stage
 RUN = "results/{run}/seed{seed}"
-DATA = "results/data/{data}"
+DATA = "results/data/{key}"
 with open(SCHEMA, encoding="utf-8") as schema:
     RUN_NAME = yaml.safe_load(schema)["$defs"]["run_name"]["pattern"]
 SCRIPTS = Path("workflow/scripts")
@@ -31,7 +32,7 @@ from sweep import SweepError, sweep_runs
 wildcard_constraints:
     run=RUN_NAME.removeprefix("^").removesuffix("$"),
     seed=r"\d+",
-    data=r"[0-9a-f]+",
+    key=r"[0-9a-f]+",
 
 
 # A GPU job claims its share of the cores (Snakemake sets OMP_NUM_THREADS from it): all of
@@ -135,9 +136,13 @@ def resolve_runs():
 READS = resolve_runs()
 # The plan's declaration (harness/plan.py: Plan.record): its name, stages, objective.
 PLAN = READS["plan"]
-# Each stage as the project declares it: its config sections, inputs and outputs.
+# Each stage as the plan declares it: its config sections, inputs and outputs, its role.
 STAGES = READS["stages"]
 PRODUCER = {name: stage for stage, read in STAGES.items() for name in read["outputs"]}
+# The first stage prepares the data that runs share; one stage trains (and resumes).
+FIRST = next(iter(STAGES))
+TRAINER = next(stage for stage, read in STAGES.items() if read["trains"])
+GPU_STAGES = [stage for stage, read in STAGES.items() if read["gpu"]]
 # A rule's named inputs besides its stage's declared ones (what reads.py writes for it).
 PLANNED_INPUTS = {"config", "code", "source"}
 
@@ -167,21 +172,21 @@ for folder, run in READS["runs"].items():
 
 def data_dir(wildcards):
     """The folder of the prepared data that the job's (run, seed) trains on."""
-    return READS["runs"][config_dir(wildcards.run, wildcards.seed)]["data"]
+    return READS["runs"][config_dir(wildcards.run, wildcards.seed)]["data_folder"]
 
 
 def in_data(pattern):
-    """A file of DATA (a pattern with {data}) for the job's (run, seed): a plain path when
+    """A file of DATA (a pattern with {key}) for the job's (run, seed): a plain path when
     every run has the same data (one folder), else a function of the job's run.
     """
-    if len(READS["data"]) == 1:
-        return pattern.replace(DATA, FIRST_RUN["data"])
+    if len(READS["data_folders"]) == 1:
+        return pattern.replace(DATA, FIRST_RUN["data_folder"])
     return lambda wildcards: pattern.replace(DATA, data_dir(wildcards))
 
 
 def job_files(*patterns):
     """Files of RUN and of DATA, for the job's (run, seed)."""
-    if len(READS["data"]) == 1:
+    if len(READS["data_folders"]) == 1:
         return [in_data(pattern) for pattern in patterns]
     return lambda wildcards: [
         in_data(pattern)(wildcards).format(run=wildcards.run, seed=wildcards.seed)
@@ -206,10 +211,37 @@ def stage_inputs(stage):
 
 def stage_file(name):
     """File `name` (a stage's output) of the job's (run, seed)."""
-    path = STAGES[PRODUCER[name]]["outputs"][name]
-    if PRODUCER[name] == "prepare":
-        return in_data(f"{DATA}/{path}")
-    return f"{RUN}/{path}"
+    if PRODUCER[name] == FIRST:
+        return in_data(output_pattern(name))
+    return output_pattern(name)
+
+
+def output_pattern(name):
+    """The path pattern of output `name`: under DATA for the first stage's, else RUN."""
+    stage = PRODUCER[name]
+    return f"{DATA if stage == FIRST else RUN}/{STAGES[stage]['outputs'][name]}"
+
+
+def monitor_files(stage):
+    """The GPU monitor's record and samples of `stage` (a GPU stage) for each job."""
+    return multiext(f"{RUN}/monitor/{stage}", ".json", ".csv")
+
+
+def benchmark_file(stage):
+    """Snakemake's benchmark file of `stage` for each job."""
+    return f"{DATA if stage == FIRST else RUN}/benchmarks/{stage}.tsv"
+
+
+def shown_in_report(stage):
+    """The outputs of `stage` that the plan shows in the report (texts and pictures),
+    wrapped for Snakemake's HTML report too.
+    """
+    shown = set(PLAN["report"]["texts"]) | set(PLAN["report"]["pictures"])
+    return {
+        name: lambda path: report(path, category="Outputs", subcategory="{run}")
+        for name in STAGES[stage]["outputs"]
+        if name in shown
+    }
 
 
 def job_wildcards(pattern):
@@ -217,7 +249,7 @@ def job_wildcards(pattern):
     each configured (run, seed).
     """
     if DATA in pattern:
-        return [{"data": Path(folder).name} for folder in READS["data"]]
+        return [{"key": Path(folder).name} for folder in READS["data_folders"]]
     return run_wildcards()
 
 
@@ -304,13 +336,13 @@ def check_declarations(rules):
 
 def train_devices():
     """The devices of each run's training (the plan's devices key; 1 without one), the GPUs
-    its train job asks for (torchrun, DDP): one number when every run has the same, else a
-    function of the job's (run, seed).
+    its training job asks for (torchrun, DDP): one number when every run has the same, else
+    a function of the job's (run, seed).
     """
     key = PLAN["devices_key"]
     devices = {}
     for folder, run in READS["runs"].items():
-        with open(run["configs"]["train"], encoding="utf-8") as handle:
+        with open(run["configs"][TRAINER], encoding="utf-8") as handle:
             value = json.load(handle)
         for part in key.split(".") if key else ():
             value = value[part]
@@ -341,16 +373,36 @@ def script_imports(entry):
 
 
 def file_options(stage):
-    """run.py's file options for the stage's declared files, `--best {output.best:q} ...`,
-    filled in by Snakemake from the rule's named inputs and outputs (check_declarations
-    holds those to the declaration).
+    """A params function: run.py's file options for the stage's declared files, `--best
+    PATH ...`, from the job's named inputs and outputs (check_declarations holds those to
+    the declaration). A function of the stage, bound when the rule is defined: a rule's
+    shell command is evaluated when its job runs, after the loop over the stages.
     """
     declared = STAGES[stage]
-    named = [("input", n) for n in declared["inputs"]]
-    named += [("output", n) for n in declared["outputs"]]
-    return " ".join(
-        f"--{name.replace('_', '-')} {{{kind}.{name}:q}}" for kind, name in named
-    )
+
+    def options(wildcards, input, output):
+        named = [(name, input[name]) for name in declared["inputs"]]
+        named += [(name, output[name]) for name in declared["outputs"]]
+        return " ".join(
+            f"--{name.replace('_', '-')} {shlex.quote(str(path))}"
+            for name, path in named
+        )
+
+    return options
+
+
+def monitor_wrapper(stage):
+    """A params function: the GPU monitor's command line before the stage's own (a GPU
+    stage), or nothing.
+    """
+
+    def wrapper(wildcards, output, resources):
+        if not STAGES[stage]["gpu"]:
+            return ""
+        monitor = monitor_args(wildcards, output, resources)
+        return f"python workflow/scripts/gpu_monitor.py {monitor} -- "
+
+    return wrapper
 
 
 def monitor_args(wildcards, output, resources):

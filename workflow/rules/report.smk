@@ -9,18 +9,14 @@ IN_CONTAINER = (
 # Snakemake's edges are the cost record of each job that the report reads from, a file that
 # every run of the job writes anew (it holds the run's timings); `params` names the rest of
 # those jobs' files. `rule all` rebuilds any file that goes missing, so a sweep's DAG holds
-# 9 files a report, not 26 (each file costs Snakemake a lookup, a wildcard match and a stat).
+# a few files a report, not every one (each file costs Snakemake a lookup, a wildcard match
+# and a stat). The files it reads are those of harness/contract.py, by their names.
 rule report:
     input:
         resolved=stage_config("resolved"),
-        costs=job_files(
-            rules.prepare.output.prepare_cost,
-            rules.train.output.train_cost,
-            rules.evaluate.output.evaluate_cost,
-            rules.sample.output.sample_cost,
-        ),
+        costs=job_files(*(output_pattern(f"{stage}_cost") for stage in STAGES)),
         deviations=f"{PLAN_DIR}/deviations.yaml",
-        # The component table: each project module's summary and plan ids (reads.py).
+        # The component table: each plan module's summary and plan ids (the planner).
         components=READS["components"],
         code=script_imports("make_report.py"),
     output:
@@ -35,24 +31,19 @@ rule report:
     log:
         f"{RUN}/logs/report.log",
     params:
-        manifest=in_data(rules.prepare.output.manifest),
-        summary=rules.train.output.summary,
-        train_log=rules.train.output.train_log,
-        metrics=rules.evaluate.output.metrics,
-        checks=rules.evaluate.output.checks,
-        samples=rules.sample.output.samples,
-        samples_meta=rules.sample.output.samples_meta,
-        monitors=[
-            *rules.train.output.gpu,
-            *rules.evaluate.output.gpu,
-            *rules.sample.output.gpu,
-        ],
-        benchmarks=job_files(
-            rules.prepare.benchmark,
-            rules.train.benchmark,
-            rules.evaluate.benchmark,
-            rules.sample.benchmark,
-        ),
+        manifest=in_data(output_pattern("manifest")),
+        summary=output_pattern("summary"),
+        train_log=output_pattern("train_log"),
+        metrics=output_pattern("metrics"),
+        checks=output_pattern("checks"),
+        # What the plan shows of its outputs (their names in PLAN["report"], in order).
+        texts=[output_pattern(name) for name in PLAN["report"]["texts"]],
+        pictures=[output_pattern(name) for name in PLAN["report"]["pictures"]],
+        shown=PLAN["report"],
+        monitors=[file for stage in GPU_STAGES for file in monitor_files(stage)],
+        benchmarks=job_files(*(benchmark_file(stage) for stage in STAGES)),
+        plan={key: PLAN[key] for key in ("name", "title", "document")},
+        trainer=TRAINER,
         container=config["container"],
         container_used=IN_CONTAINER,
         snakemake_version=snakemake_package.__version__,
@@ -62,9 +53,9 @@ rule report:
 
 rule summary:
     input:
-        metrics=every_run(rules.evaluate.output.metrics),
-        train=every_run(rules.train.output.summary),
-        monitor=every_run(rules.train.output.gpu[0]),
+        metrics=every_run(output_pattern("metrics")),
+        train=every_run(output_pattern("summary")),
+        monitor=every_run(monitor_files(TRAINER)[0]),
         code=script_imports("summarize.py"),
     output:
         table=report("results/summary.md", category="Summary"),
@@ -75,5 +66,6 @@ rule summary:
         runs=[run for run, _, _ in run_pairs()],
         seeds=[seed for _, seed, _ in run_pairs()],
         baseline=BASELINE,
+        objective=PLAN["objective"],
     script:
         "../scripts/summarize.py"

@@ -3,19 +3,17 @@
 rule track:
     input:
         resolved=stage_config("resolved"),
-        train_log=rules.train.output.train_log,
-        metrics=rules.evaluate.output.metrics,
+        train_log=output_pattern("train_log"),
+        metrics=output_pattern("metrics"),
         report=rules.report.output.report,
         plots=rules.report.output.plots,
-        samples=rules.sample.output.samples,
-        costs=job_files(
-            rules.prepare.output.prepare_cost,
-            rules.train.output.train_cost,
-            rules.evaluate.output.evaluate_cost,
-            rules.sample.output.sample_cost,
-        ),
-        monitor=rules.train.output.gpu[0],
-        train_code=READS["code"]["train"],
+        shown=[
+            output_pattern(name)
+            for name in (*PLAN["report"]["texts"], *PLAN["report"]["pictures"])
+        ],
+        costs=job_files(*(output_pattern(f"{stage}_cost") for stage in STAGES)),
+        monitor=monitor_files(TRAINER)[0],
+        train_code=READS["code"][TRAINER],
         code=script_imports("track.py"),
     output:
         tracking=f"{RUN}/tracking.json",

@@ -126,7 +126,7 @@ def take_gpu_slot(
     if devices and count > len(devices):
         raise SlotError(
             f"the job needs {count} GPUs but this machine has {len(devices)} ({source}); "
-            "lower train.devices"
+            "lower the devices its training asks for (the plan's devices key)"
         )
     slot_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

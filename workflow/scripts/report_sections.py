@@ -13,9 +13,7 @@ from tabulate import tabulate
 
 from report_plots import MIB
 
-NOT_COMPUTED = "not computed (E4 defines loss only)"
-# The reference models of metrics.json's `baselines` (E4), as the report names them.
-REFERENCES = {"unigram": "Unigram (train split, add-one)", "uniform": "Uniform"}
+NOT_COMPUTED = "not computed"
 
 
 # -- formatting ----------------------------------------------------------------------
@@ -71,7 +69,7 @@ def quick_validation(
     summary: dict[str, Any],
     train_cost: dict[str, Any],
     metrics: dict[str, Any],
-    monitors: dict[str, dict[str, Any]],
+    train_monitor: dict[str, Any] | None,
     benchmarks: dict[str, dict[str, str]],
 ) -> str:
     runtime = sum(float(b["s"]) for b in benchmarks.values() if b.get("s"))
@@ -93,7 +91,7 @@ def quick_validation(
         ],
         ["Validation metrics", validation_metrics(metrics)],
         ["Runtime", f"{runtime:.1f} s ({per_stage})" if per_stage else "n/a (no benchmarks)"],
-        ["GPU memory peak", gpu_peak(summary, train_cost, monitors.get("train"))],
+        ["GPU memory peak", gpu_peak(summary, train_cost, train_monitor)],
     ]
     return table(rows, ["Field", "Value"])
 
@@ -124,27 +122,27 @@ def bullet_list(items: list[str]) -> str:
 
 
 def baselines(metrics: dict[str, Any]) -> str:
-    """Every figure of the model beside the reference models' (E4), where they have one."""
+    """Every figure of the model beside the plan's reference models (metrics.json's
+    `references`, by key), where they have one; the plan's note below.
+    """
+    references = metrics["references"]
     rows = [
         [
             heading(figure),
             formatted(figure["value"], figure["format"]),
             *(
                 formatted(figure["baselines"].get(name), figure["format"], NOT_COMPUTED)
-                for name in REFERENCES
+                for name in references
             ),
         ]
         for figure in metrics["figures"]
     ]
-    headers = ["Figure", "CharGPT (best checkpoint)", *REFERENCES.values()]
-    return (
-        table(rows, headers) + f"\n\nScored characters: {metrics['scored_chars']:,} "
-        f"(context {metrics['context']}, stride {metrics['stride']})."
-    )
+    headers = ["Figure", f"{metrics['model_name']} (best checkpoint)", *references.values()]
+    note = f"\n\n{metrics['note']}" if metrics.get("note") else ""
+    return table(rows, headers) + note
 
 
 def stage_costs(
-    records: dict[str, dict[str, Any]],
     costs: dict[str, dict[str, Any]],
     monitors: dict[str, dict[str, Any]],
     benchmarks: dict[str, dict[str, str]],
@@ -167,7 +165,7 @@ def stage_costs(
                 mib(cost["torch_max_memory_reserved_bytes"], torch_missing),
                 mib(cost["torch_max_memory_allocated_bytes"], torch_missing),
                 difference,
-                throughput(stage, records[stage], cost["wall_time_s"]),
+                throughput(cost.get("throughput")),
             ]
         )
     headers = [
@@ -209,15 +207,14 @@ def sampling_interval(monitors: dict[str, dict[str, Any]]) -> str:
     return f"{requested[0] * 1000:.0f} ms (requested)" if requested else "n/a"
 
 
-def throughput(stage: str, record: dict[str, Any], seconds: float) -> str:
-    if stage == "prepare":
-        return f"{record['n_chars'] / seconds:,.0f} chars/s prepared"
-    if stage == "train":
-        rate = record.get("chars_per_s")
-        return f"{rate:,.0f} chars/s trained" if rate else "n/a (too few steps)"
-    if stage == "evaluate":
-        return f"{record['scored_chars'] / seconds:,.0f} chars/s scored"
-    return f"{record['num_chars'] / seconds:,.1f} chars/s generated"
+def throughput(rate: dict[str, Any] | None) -> str:
+    """A cost record's `throughput` (harness/cost.py): "1,234 characters/s trained"."""
+    if rate is None:
+        return "n/a (not measured)"
+    if rate["per_s"] is None:
+        return f"n/a (too few steps to time; {rate['unit']} {rate['verb']})"
+    digits = 1 if rate["per_s"] < 100 else 0
+    return f"{rate['per_s']:,.{digits}f} {rate['unit']}/s {rate['verb']}"
 
 
 def environment(
@@ -252,16 +249,16 @@ def training_step(summary: dict[str, Any]) -> str:
     """How the steps ran (T5): precision, compiled or eager, one CUDA graph a step or not,
     and on how many processes (the world size).
     """
-    compiled = summary["compile"]
+    compiled = summary.get("compile")
     parts = [
         summary["precision"],
         "eager"
         if compiled is None
         else f"torch.compile ({compiled['mode']} mode, compile scope {compiled['scope']})",
     ]
-    if summary["cuda_graph"]:
-        parts.append("the whole step replayed from one CUDA graph (train.cuda_graph)")
-    world = summary["world_size"]
+    if summary.get("cuda_graph"):
+        parts.append("the whole step replayed from one CUDA graph")
+    world = summary.get("world_size", 1)
     parts.append(f"{world} processes (torchrun, DDP)" if world > 1 else "1 process")
     return ", ".join(parts)
 

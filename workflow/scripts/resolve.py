@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 PLANNER = "harness.planner"
@@ -48,3 +49,18 @@ def read_runs(plan: str, results: str, specs: list[dict]) -> subprocess.Complete
         capture_output=True,
         text=True,
     )
+
+
+class PlanError(Exception):
+    """The plan folder cannot be loaded (its planner's one line)."""
+
+
+def declared_plan(plan: str) -> dict[str, Any]:
+    """The plan's declaration as the planner prints it (harness/plan.py: Plan.record): its
+    name, stages and roles, objective and direction; no run resolved.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        result = read_runs(plan, scratch, [])
+    if result.returncode != 0:
+        raise PlanError(result.stderr.strip().splitlines()[-1] if result.stderr else plan)
+    return json.loads(result.stdout)["plan"]

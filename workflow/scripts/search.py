@@ -4,13 +4,15 @@ workflow, one command that a kill at any moment does not set back.
     python workflow/scripts/search.py [--cores N] [snakemake options]
 
 from the repository root. In batches of `parallel` trials: ask the batch (search_study.py),
-set aside a trial whose settings the project refuses (failed, with the reason), write the
+set aside a trial whose settings the plan refuses (failed, with the reason), write the
 runs of the complete trials and of the batch to results/search/<study>/runs.json (the
 workflow's configured runs read it), run `snakemake --keep-going` on the batch's reports,
 then tell each trial its objective (search_trials.py), or why it failed. With pruning on,
 a thread meanwhile reports each trial's validation curve from its training log and stops
 the training of a trial that the median rule prunes. Last, results/search/<study>/
-summary.md and search.png (search_summary.py).
+summary.md and search.png (search_summary.py). What the objective is, in which direction it
+improves and which stage trains, the search reads of the declaration of the plan that
+config/config.yaml names (`plan:`), once.
 
 Run again after any stop, the same command continues: the study is read back from its
 storage, the batch that was cut is finished (Snakemake finds what is up to date, training
@@ -48,10 +50,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 import supervisor
 from make_report import write_text
+from resolve import PlanError, declared_plan
 from search_spec import (
     RESULTS,
     RUNS_FILE,
     SearchError,
+    SearchPlan,
+    Shown,
     check_spec,
     storage_url,
     study_dir,
@@ -68,6 +73,7 @@ from search_trials import (
     ran_since,
     refused_runs,
     seed_objectives,
+    shown_objective,
     stop_training,
     targets,
     validation_curve,
@@ -129,6 +135,16 @@ def load_config() -> dict[str, Any]:
         raise SearchError(f"{CONFIG} has no `search:`; give one (README.md: search)")
     check_spec(config["search"])
     return config
+
+
+def read_plan(config: dict[str, Any]) -> SearchPlan:
+    """What the search reads of the declaration of the plan that config/config.yaml names;
+    a plan that cannot be loaded is one line.
+    """
+    try:
+        return SearchPlan.of(config["plan"], declared_plan(config["plan"]))
+    except PlanError as error:
+        raise SearchError(str(error).removeprefix("error: ")) from None
 
 
 def check_names(config: dict[str, Any], search: dict[str, Any]) -> None:
@@ -250,9 +266,12 @@ class Pruning:
         search: dict[str, Any],
         seeds: list[int],
         start: int,
+        plan: SearchPlan,
+        shown: Callable[[], Shown],
         on_prune: Callable[[], None],
     ) -> None:
         self.study, self.search, self.seeds, self.start = study, search, seeds, start
+        self.plan, self.shown = plan, shown  # the plan; how its objective is shown now
         self.on_prune = on_prune  # called once a trial is pruned (it leaves the runs)
         self.running: dict[int, str] = {}  # trial number -> run
         self.pruned: dict[int, str] = {}
@@ -261,14 +280,15 @@ class Pruning:
     def check(self) -> None:
         """Judge each new step of each running trial; stop what was pruned."""
         for number, run in list(self.running.items()):
-            for step, value in validation_curve(run, self.seeds).items():
+            for step, value in validation_curve(run, self.seeds, self.plan).items():
                 if step > self.judged.get(number, -1) and self.prunes(number, step, value):
                     self.pruned[number] = self.running.pop(number)
-                    say(f"trial {number} ({run}): pruned at step {step} ({value:.4f} bits/char)")
+                    shown = self.shown().value(value)
+                    say(f"trial {number} ({run}): pruned at step {step} ({shown})")
                     self.on_prune()
                     break
         for run in self.pruned.values():
-            stop_training(run)  # again after Snakemake's retry of the job
+            stop_training(run, self.plan)  # again after Snakemake's retry of the job
 
     def prunes(self, number: int, step: int, value: float) -> bool:
         """Report the value at `step` (once) and prune the trial there if the rule says so."""
@@ -293,18 +313,32 @@ class Pruning:
 
 @dataclass
 class Search:
-    """A search under way: its study, the configuration, and how Snakemake runs."""
+    """A search under way: its study, the configuration, the plan, and how Snakemake runs."""
 
     study: Any
     config: dict[str, Any]
     spec: dict[str, Any]  # with its defaults
+    plan: SearchPlan
     parallel: int
     cores: str
     extra: list[str]  # options for snakemake
+    known: Shown | None = None  # how the objective is shown, once a trial is complete
 
     @property
     def seeds(self) -> list[int]:
         return self.config["seeds"]
+
+    def shown(self) -> Shown:
+        """How messages and the summary show the objective: as the first complete trial's
+        metrics.json has it, else by the figure's name.
+        """
+        if self.known is None:
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not trials:
+                return Shown(self.plan.objective)
+            run = trials[0].user_attrs[RUN_ATTR]
+            self.known = shown_objective(run, self.seeds, self.plan)
+        return self.known
 
     def write_runs(self, batch: list[FrozenTrial]) -> None:
         """The runs of the complete trials and of `batch`, for the workflow (atomically)."""
@@ -325,21 +359,22 @@ class Search:
         """Tell a trial that Snakemake ran its objective, or why it failed."""
         run = trial.user_attrs[RUN_ATTR]
         if not complete(run, self.seeds):
-            if not ran_since(run, self.seeds, since):
+            if not ran_since(run, self.seeds, since, self.plan):
                 raise SearchError(
                     f"snakemake ended (exit code {code}) before trial {trial.number} ({run}) "
                     "ran: see its output above; run the search again to resume"
                 )
-            self.fail(trial, failure_reason(run, self.seeds))
+            self.fail(trial, failure_reason(run, self.seeds, self.plan))
             return
-        values = seed_objectives(run, self.seeds)
+        values = seed_objectives(run, self.seeds, self.plan)
+        shown = shown_objective(run, self.seeds, self.plan)
         if not all(math.isfinite(value) for value in values.values()):
-            self.fail(trial, f"validation bits per character is not finite: {values}")
+            self.fail(trial, f"{shown.label} is not finite: {values}")
             return
         live(self.study, trial).set_user_attr(SEEDS_ATTR, {str(s): v for s, v in values.items()})
         objective = statistics.mean(values.values())
         self.study.tell(trial.number, objective)
-        say(f"trial {trial.number} ({run}): complete, {objective:.4f} bits/char")
+        say(f"trial {trial.number} ({run}): complete, {shown.value(objective)}")
 
     def start_batch(self, start: int) -> list[FrozenTrial]:
         """The batch's trials, asked where new; those still to run."""
@@ -370,6 +405,8 @@ class Search:
                 self.spec,
                 self.seeds,
                 start,
+                self.plan,
+                self.shown,
                 lambda: self.write_runs([t for t in batch if t.number in pruning.running]),
             )
             pruning.running = {t.number: t.user_attrs[RUN_ATTR] for t in batch}
@@ -398,7 +435,15 @@ class Search:
             self.run_batch(start)
         self.write_runs([])
         trials = self.study.get_trials()
-        write_summary(folder, trials, self.spec, storage_url(self.spec), self.parallel)
+        write_summary(
+            folder,
+            trials,
+            self.spec,
+            storage_url(self.spec),
+            self.parallel,
+            self.plan,
+            self.shown(),
+        )
         say(f"done: {folder / 'summary.md'}")
 
 
@@ -408,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         spec = with_defaults(config["search"])
         check_names(config, spec)
+        plan = read_plan(config)
         check_space_values(config, spec)
         parallel = spec["parallel"] or gpu_slots(extra)
     except SearchError as error:
@@ -415,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with search_lock(study_dir(spec)):
-            study = open_study(spec, parallel)
-            Search(study, config, spec, parallel, args.cores, extra).run()
+            study = open_study(spec, parallel, plan)
+            Search(study, config, spec, plan, parallel, args.cores, extra).run()
     except SearchError as error:
         supervisor.print_error(PROG, str(error))
         return 1

@@ -12,7 +12,8 @@ The schema checks the section's shape; check_spec the rest. The search itself
 (workflow/scripts/search.py) keeps the study in Optuna's storage and writes the runs of its
 trials to RUNS_FILE, which trial_runs reads back for the workflow (common.smk's
 configured_runs): a trial that is training, or finished and complete, is a run there; a
-pruned or failed one is not.
+pruned or failed one is not. SearchPlan is what the search reads of the plan's declaration
+(its objective and direction, its stages), Shown how it shows the objective.
 
 Needs only the standard library and sweep.py: the workflow imports it before any job, where
 Optuna need not be installed.
@@ -21,6 +22,7 @@ Optuna need not be installed.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "pruning": False,
     "overrides": {},
 }
+# The files that the search reads of a run, by their output names (harness/contract.py).
+METRICS = "metrics"
+TRAIN_LOG = "train_log"
+REPORT_JOB = "report"  # the workflow's own last job of a (run, seed)
 
 
 class SearchError(ValueError):
@@ -108,3 +114,78 @@ def trial_runs(search: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     if not isinstance(runs, dict):
         raise SearchError(f"{path} is not a mapping of runs; run the search again")
     return runs
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """What the search reads of the plan's declaration (resolve.declared_plan): the
+    objective and its direction, the jobs of a (run, seed), the training stage and where it
+    logs its validations, the files of its outputs.
+    """
+
+    folder: str  # config["plan"]: the rules run `python <folder>/run.py <stage>`
+    objective: str  # the figure's name in metrics.json and in the training log's val records
+    direction: str  # "minimize" or "maximize"
+    trainer: str  # the stage that trains
+    jobs: tuple[str, ...]  # a (run, seed)'s jobs in order, each writing logs/<job>.log
+    metrics: str  # METRICS, relative to a seed's folder
+    train_log: str  # TRAIN_LOG, relative to a seed's folder
+
+    @classmethod
+    def of(cls, folder: str, declared: dict[str, Any]) -> SearchPlan:
+        """From the plan folder and its declaration: the first stage prepares the data that
+        runs share (under results/data/, no job of a run's), the rest are a run's jobs, then
+        the workflow's report.
+        """
+        stages = declared["stages"]
+        _, *jobs = stages
+        outputs = {
+            name: path for stage in stages.values() for name, path in stage["outputs"].items()
+        }
+        return cls(
+            folder=folder,
+            objective=declared["objective"]["figure"],
+            direction=declared["objective"]["direction"],
+            trainer=next(name for name, stage in stages.items() if stage["trains"]),
+            jobs=(*jobs, REPORT_JOB),
+            metrics=outputs[METRICS],
+            train_log=outputs[TRAIN_LOG],
+        )
+
+    @property
+    def work_log(self) -> Path:
+        """The training log while its stage trains, relative to a seed's folder: in the
+        stage's work folder (the train rule's --work-dir), <stage>.resume/.
+        """
+        return Path(f"{self.trainer}.resume") / Path(self.train_log).name
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    def best(self, trials: list[Any]) -> Any:
+        """The trial of the best value (each has one) in the plan's direction; the first
+        of equals.
+        """
+        pick = max if self.maximize else min
+        return pick(trials, key=lambda trial: trial.value)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How messages and the summary show the plan's objective: its metrics.json entry's
+    label, unit and format (harness/contract.py: Figure), as a complete trial wrote them;
+    until one is complete, the figure's name alone.
+    """
+
+    label: str
+    unit: str = ""
+    format: str = ".4f"
+
+    @property
+    def suffix(self) -> str:
+        """What follows a value: the unit, else (a plain number) the label."""
+        return self.unit or self.label
+
+    def value(self, value: float) -> str:
+        return f"{value:{self.format}} {self.suffix}"

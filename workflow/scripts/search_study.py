@@ -13,8 +13,10 @@ sampler's or a pruner's state in memory, which a kill would lose:
 - The pruner (MedianPruner) judges a trial's value at a step against the same copy of the
   earlier batches (prune_here), not against whatever else has finished by then.
 
-The storage also keeps the spec that made the study (spec_record): a search run again with
-another space, seed or batch size is refused rather than mixed into the study.
+The study optimises the plan's objective in the plan's direction (SearchPlan), which the
+storage keeps with the spec that made the study (spec_record): a search run again for
+another objective or direction, or with another space, seed or batch size, is refused
+rather than mixed into the study. Every decision reads the direction of the stored study.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from search_spec import SearchError, storage_url, trial_name, with_defaults
+from search_spec import SearchError, SearchPlan, storage_url, trial_name, with_defaults
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,15 +39,29 @@ SQLITE = "sqlite:///"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def spec_record(search: dict[str, Any], parallel: int) -> dict[str, Any]:
-    """What decides the study's trials: the space, the sampler and pruner, the batches."""
+def spec_record(search: dict[str, Any], parallel: int, plan: SearchPlan) -> dict[str, Any]:
+    """What decides the study's trials: the plan's objective and its direction, the space,
+    the sampler and pruner, the batches.
+    """
     spec = with_defaults(search)
     keys = ("space", "sampler_seed", "startup_trials", "pruning")
-    return {**{key: spec[key] for key in keys}, "parallel": parallel}
+    return {
+        "objective": plan.objective,
+        "direction": plan.direction,
+        **{key: spec[key] for key in keys},
+        "parallel": parallel,
+    }
 
 
-def open_study(search: dict[str, Any], parallel: int) -> optuna.Study:
-    """The study (created on first use), refused when it was made by another spec."""
+def direction_of(study: optuna.Study) -> str:
+    """The study's direction as the plan names it: "minimize" or "maximize"."""
+    return study.direction.name.lower()
+
+
+def open_study(search: dict[str, Any], parallel: int, plan: SearchPlan) -> optuna.Study:
+    """The study (created on first use, in the plan's direction), refused when it was made
+    by another spec or for another objective or direction.
+    """
     spec = with_defaults(search)
     url = storage_url(search)
     if url.startswith(SQLITE):
@@ -54,7 +70,7 @@ def open_study(search: dict[str, Any], parallel: int) -> optuna.Study:
         study = optuna.create_study(
             storage=url,
             study_name=spec["study"],
-            direction="minimize",
+            direction=plan.direction,  # a stored study keeps its own: checked below
             # Never draws: every value is fixed before its trial starts (start_trial).
             sampler=optuna.samplers.RandomSampler(seed=0),
             load_if_exists=True,
@@ -62,22 +78,25 @@ def open_study(search: dict[str, Any], parallel: int) -> optuna.Study:
     except (SQLAlchemyError, ValueError, ImportError) as error:
         detail = str(error).splitlines()[0]
         raise SearchError(f"search.storage: cannot open {url}: {detail}") from None
-    wanted = spec_record(search, parallel)
-    made = study.user_attrs.get(SPEC_ATTR)
-    if made is None and study.trials:
+    wanted = spec_record(search, parallel, plan)
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None and study.trials:
         raise SearchError(
             f"search: the study {spec['study']!r} in {url} was not made by this search; "
             "name another (search.study) or another storage"
         )
-    if made is None:
-        study.set_user_attr(SPEC_ATTR, wanted)
-    elif made != wanted:
+    # What made the study: its record (one written before the search read the plan's
+    # objective lacks it: it was made for this one), in the direction that Optuna stores.
+    made = {"objective": plan.objective, **(stored or wanted), "direction": direction_of(study)}
+    if made != wanted:
         key = next(k for k in wanted if made.get(k) != wanted[k])
         raise SearchError(
             f"search: the study {spec['study']!r} in {url} was made with {key} "
             f"{made.get(key)!r}, now {wanted[key]!r}; restore it, or name a new study "
             "(search.study) to search again"
         )
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, wanted)
     return study
 
 
@@ -97,10 +116,12 @@ def earlier_batches(study: optuna.Study, start: int) -> list[FrozenTrial]:
 
 
 def memory_copy(
-    trials: list[FrozenTrial], sampler: optuna.samplers.BaseSampler | None = None
+    trials: list[FrozenTrial],
+    direction: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> optuna.Study:
-    """A study in memory holding `trials`: what a decision may look at."""
-    study = optuna.create_study(direction="minimize", sampler=sampler)
+    """A study in memory holding `trials`, in `direction`: what a decision may look at."""
+    study = optuna.create_study(direction=direction, sampler=sampler)
     study.add_trials(trials)
     return study
 
@@ -120,13 +141,17 @@ def suggest_all(trial: optuna.Trial, search: dict[str, Any]) -> dict[str, Any]:
     return {key: suggest(trial, key, search["space"][key]) for key in sorted(search["space"])}
 
 
-def draw_params(search: dict[str, Any], history: list[FrozenTrial], number: int) -> dict:
-    """Trial `number`'s values: TPE, seeded by the trial's number, over `history`."""
+def draw_params(
+    search: dict[str, Any], history: list[FrozenTrial], number: int, direction: str
+) -> dict:
+    """Trial `number`'s values: TPE, seeded by the trial's number, over `history`, whose
+    better values are those of `direction` (the study's).
+    """
     spec = with_defaults(search)
     sampler = optuna.samplers.TPESampler(
         seed=spec["sampler_seed"] + number, n_startup_trials=spec["startup_trials"]
     )
-    return suggest_all(memory_copy(history, sampler).ask(), search)
+    return suggest_all(memory_copy(history, direction, sampler).ask(), search)
 
 
 def live(study: optuna.Study, trial: FrozenTrial) -> optuna.Trial:
@@ -147,7 +172,7 @@ def start_trial(
     """
     trials = study.get_trials(deepcopy=False)
     if number == len(trials):
-        params = draw_params(search, earlier_batches(study, start), number)
+        params = draw_params(search, earlier_batches(study, start), number, direction_of(study))
         name = trial_name(with_defaults(search)["study"], number)
         study.enqueue_trial(params, user_attrs={RUN_ATTR: name})
         trials = study.get_trials(deepcopy=False)
@@ -164,10 +189,11 @@ def prune_here(
     study: optuna.Study, search: dict[str, Any], trial: FrozenTrial, step: int, start: int
 ) -> bool:
     """Whether MedianPruner prunes `trial` at `step`, given its values up to that step and
-    the trials of the earlier batches.
+    the trials of the earlier batches, in the study's direction: the trial's best value so
+    far worse than the median of theirs at that step.
     """
     spec = with_defaults(search)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=spec["startup_trials"])
     upto = copy.copy(trial)
     upto.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s <= step}
-    return pruner.prune(memory_copy(earlier_batches(study, start)), upto)
+    return pruner.prune(memory_copy(earlier_batches(study, start), direction_of(study)), upto)

@@ -1,10 +1,11 @@
 """The result of a search: results/search/<study>/summary.md and search.png.
 
-The summary names the best trial, its settings and its objective with the spread over the
-seeds, then lists every trial with its state (complete, pruned, failed and why, or still
-running when the search was stopped). The plot draws the objective against the trial
-number and against each searched key: complete trials as dots, pruned ones hollow at their
-last validation value.
+The summary names the best trial (in the plan's direction), its settings and its objective
+with the spread over the seeds, then lists every trial with its state (complete, pruned,
+failed and why, or still running when the search was stopped). The plot draws the
+objective against the trial number and against each searched key: complete trials as dots,
+pruned ones hollow at their last validation value. The objective is shown as Shown says:
+the label and unit of the plan's figure, as a complete trial's metrics.json has them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from make_report import write_text
 from report_plots import plt, save
 from report_sections import table
-from search_spec import with_defaults
+from search_spec import SearchPlan, Shown, with_defaults
 from search_study import RUN_ATTR
 from summarize import mean_sd
 
@@ -26,7 +27,6 @@ SEEDS_ATTR = "seed_objectives"  # each seed's objective, by seed (as text)
 PRUNED_ATTR = "pruned_at_step"
 REASON_ATTR = "fail_reason"
 PLOT = "search.png"
-UNIT = "bits/char"
 STATES = {
     TrialState.COMPLETE: "complete",
     TrialState.PRUNED: "pruned",
@@ -40,12 +40,12 @@ def value_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def objective_text(trial: FrozenTrial) -> str:
+def objective_text(trial: FrozenTrial, shown: Shown) -> str:
     """mean ± sd over the seeds of a complete trial; a pruned one's last value."""
     if trial.state == TrialState.COMPLETE:
-        return mean_sd(list(trial.user_attrs[SEEDS_ATTR].values()), ".4f")
+        return mean_sd(list(trial.user_attrs[SEEDS_ATTR].values()), shown.format)
     if trial.state == TrialState.PRUNED and trial.value is not None:
-        return f"({trial.value:.4f} at step {trial.user_attrs[PRUNED_ATTR]})"
+        return f"({trial.value:{shown.format}} at step {trial.user_attrs[PRUNED_ATTR]})"
     return ""
 
 
@@ -59,21 +59,34 @@ def note(trial: FrozenTrial) -> str:
     return ""
 
 
-def best_section(best: FrozenTrial, keys: list[str]) -> str:
+def best_section(best: FrozenTrial, keys: list[str], shown: Shown) -> str:
     seeds = best.user_attrs[SEEDS_ATTR]
-    per_seed = ", ".join(f"{value:.4f} (seed {seed})" for seed, value in seeds.items())
+    per_seed = ", ".join(f"{value:{shown.format}} (seed {seed})" for seed, value in seeds.items())
     run = best.user_attrs[RUN_ATTR]
     spread = f"mean ± sd over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
     rows = [[key, value_text(best.params[key])] for key in keys]
     return (
         f"## Best trial\n\nTrial {best.number}, run `{run}` (`results/{run}/`): "
-        f"**{objective_text(best)} {UNIT}** ({spread}: {per_seed}).\n\n"
+        f"**{objective_text(best, shown)} {shown.suffix}** ({spread}: {per_seed}).\n\n"
         f"{table(rows, ['Key', 'Value'])}\n"
     )
 
 
+def objective_sentence(plan: SearchPlan, shown: Shown) -> str:
+    """What the objective is: the plan's figure, how it is averaged, its direction."""
+    where = f"`{plan.objective}` of each seed's {Path(plan.metrics).name}"
+    what = where if shown.label == plan.objective else f"{shown.label} ({where})"
+    aim = "maximised" if plan.maximize else "minimised"
+    return f"Objective: {what}, the mean over the trial's seeds, {aim}."
+
+
 def summary_markdown(
-    trials: list[FrozenTrial], search: dict[str, Any], storage: str, parallel: int
+    trials: list[FrozenTrial],
+    search: dict[str, Any],
+    storage: str,
+    parallel: int,
+    plan: SearchPlan,
+    shown: Shown,
 ) -> str:
     spec = with_defaults(search)
     keys = sorted(spec["space"])
@@ -88,25 +101,24 @@ def summary_markdown(
         f"Optuna study `{spec['study']}` in `{storage}`: {len(trials)} of {spec['trials']} "
         f"trials ({counts or 'none yet'}), {parallel} at a time; TPE seeded by "
         f"sampler_seed {spec['sampler_seed']} plus the trial number, at random for the first "
-        f"{spec['startup_trials']} complete trials; pruning {pruning}. Objective: validation "
-        f"bits per character (`bits_per_char` of each seed's metrics.json), the mean over "
-        "the trial's seeds, minimised.\n",
+        f"{spec['startup_trials']} complete trials; pruning {pruning}. "
+        f"{objective_sentence(plan, shown)}\n",
     ]
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
     if finished:
-        lines.append(best_section(min(finished, key=lambda t: t.value), keys))
+        lines.append(best_section(plan.best(finished), keys, shown))
     rows = [
         [
             str(t.number),
             t.user_attrs.get(RUN_ATTR, ""),
             STATES[t.state],
-            objective_text(t),
+            objective_text(t, shown),
             *(value_text(t.params[key]) if key in t.params else "" for key in keys),
             note(t),
         ]
         for t in trials
     ]
-    headers = ["Trial", "Run", "State", f"Objective ({UNIT})", *keys, "Note"]
+    headers = ["Trial", "Run", "State", f"Objective ({shown.suffix})", *keys, "Note"]
     lines.append(f"## Trials\n\n{table(rows, headers)}\n")
     lines.append(
         "Objective: mean ± sd over the seeds (the mean alone for one seed); a pruned trial "
@@ -127,7 +139,9 @@ def scatter(axes: Any, trials: list[FrozenTrial], x: Any) -> None:
             )
 
 
-def plot_search(trials: list[FrozenTrial], search: dict[str, Any], path: Path) -> None:
+def plot_search(
+    trials: list[FrozenTrial], search: dict[str, Any], path: Path, plan: SearchPlan, shown: Shown
+) -> None:
     keys = sorted(search["space"])
     columns = 1 + len(keys)
     figure, panels = plt.subplots(1, columns, figsize=(4 * columns, 3.5), squeeze=False)
@@ -135,7 +149,7 @@ def plot_search(trials: list[FrozenTrial], search: dict[str, Any], path: Path) -
     scatter(first, trials, lambda t: t.number)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        best = [min(t.value for t in complete if t.number <= n.number) for n in complete]
+        best = [plan.best([t for t in complete if t.number <= n.number]).value for n in complete]
         first.step([t.number for t in complete], best, where="post", label="best so far")
     failed = [t.number for t in trials if t.state == TrialState.FAIL]
     if failed:  # at the bottom edge: no value
@@ -145,7 +159,7 @@ def plot_search(trials: list[FrozenTrial], search: dict[str, Any], path: Path) -
         )
     first.xaxis.set_major_locator(MaxNLocator(integer=True))
     first.set_xlabel("trial")
-    first.set_ylabel(f"validation {UNIT}")
+    first.set_ylabel(f"{shown.label} ({shown.unit})" if shown.unit else shown.label)
     first.legend(fontsize="small")
     for axes, key in zip(rest, keys, strict=True):
         space = search["space"][key]
@@ -165,12 +179,23 @@ def plot_search(trials: list[FrozenTrial], search: dict[str, Any], path: Path) -
         axes.set_xlabel(key)
     for axes in panels[0]:
         axes.grid(alpha=0.3)
-    figure.suptitle(f"Search {with_defaults(search)['study']}: objective (lower is better)")
+    better = "higher" if plan.maximize else "lower"
+    figure.suptitle(f"Search {with_defaults(search)['study']}: objective ({better} is better)")
     save(figure, path)
 
 
 def write_summary(
-    folder: Path, trials: list[FrozenTrial], search: dict[str, Any], storage: str, parallel: int
+    folder: Path,
+    trials: list[FrozenTrial],
+    search: dict[str, Any],
+    storage: str,
+    parallel: int,
+    plan: SearchPlan,
+    shown: Shown,
 ) -> None:
-    write_text(folder / "summary.md", summary_markdown(trials, search, storage, parallel))
-    plot_search(trials, search, folder / PLOT)
+    """summary.md and the plot of the study's `trials`; `shown`: how to show the plan's
+    objective (a complete trial's Shown, else the figure's name alone).
+    """
+    summary = summary_markdown(trials, search, storage, parallel, plan, shown)
+    write_text(folder / "summary.md", summary)
+    plot_search(trials, search, folder / PLOT, plan, shown)

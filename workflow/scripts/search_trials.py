@@ -1,9 +1,11 @@
-"""A search's trial as a run of the workflow, read from its files: whether the project
+"""A search's trial as a run of the workflow, read from its files: whether the plan
 accepts its settings, its objective, why it failed, its validation curve while it trains,
 and its training processes.
 
-The objective is the summary's figure: `bits_per_char` of each seed's metrics.json
-(validation bits per character), its mean over the run's seeds minimised.
+The objective is the plan's (SearchPlan): its figure among the `figures` of each seed's
+metrics.json (harness/contract.py), the mean over the run's seeds, minimised or maximised
+as the plan declares; while the plan's training stage runs, its log's validation records
+carry the figure under its name.
 """
 
 from __future__ import annotations
@@ -20,16 +22,10 @@ from typing import Any
 import psutil
 
 from resolve import read_runs, run_spec
-from search_spec import RESULTS, SearchError, trial_run
+from search_spec import RESULTS, SearchError, SearchPlan, Shown, trial_run
 
-OBJECTIVE = "bits_per_char"
-METRICS = "metrics.json"
 # The last file of a (run, seed): a trial is complete when each of its seeds has it.
 DONE = "ml_res.md"
-# The jobs of a (run, seed), in order; each writes logs/<stage>.log.
-STAGES = ("train", "evaluate", "sample", "report")
-TRAIN_LOG = "train_log.jsonl"
-WORK_LOG = Path("train.resume") / TRAIN_LOG  # while it trains
 # run.py's `error: ...`, a wrapper's `gpu_monitor.py: error: ...`, a traceback's last line.
 ERROR_LINE = re.compile(r"^(?:\S+: )?error: |^\w+(?:Error|Exception): ")
 # What the project says of a key that it lacks or of a value of the wrong type.
@@ -49,27 +45,41 @@ def complete(run: str, seeds: list[int]) -> bool:
     return all((seed_dir(run, seed) / DONE).is_file() for seed in seeds)
 
 
-def seed_objectives(run: str, seeds: list[int]) -> dict[int, float]:
-    """Each seed's validation bits per character (metrics.json); the run is complete."""
-    values = {}
-    for seed in seeds:
-        metrics = json.loads((seed_dir(run, seed) / METRICS).read_text(encoding="utf-8"))
-        values[seed] = metrics[OBJECTIVE]
-    return values
+def objective_entry(run: str, seed: int, plan: SearchPlan) -> dict[str, Any]:
+    """The objective's entry of the seed's metrics.json `figures`; the run is complete."""
+    metrics = json.loads((seed_dir(run, seed) / plan.metrics).read_text(encoding="utf-8"))
+    entries = [entry for entry in metrics["figures"] if entry["name"] == plan.objective]
+    if not entries:
+        raise SearchError(
+            f"{seed_dir(run, seed) / plan.metrics} has no figure {plan.objective!r}, the "
+            "plan's objective"
+        )
+    return entries[0]
 
 
-def ran_since(run: str, seeds: list[int], since: float) -> bool:
+def seed_objectives(run: str, seeds: list[int], plan: SearchPlan) -> dict[int, float]:
+    """Each seed's value of the plan's objective (metrics.json); the run is complete."""
+    return {seed: objective_entry(run, seed, plan)["value"] for seed in seeds}
+
+
+def shown_objective(run: str, seeds: list[int], plan: SearchPlan) -> Shown:
+    """How the objective is shown, as the complete run's first seed's metrics.json has it."""
+    entry = objective_entry(run, seeds[0], plan)
+    return Shown(entry["label"], entry["unit"], entry["format"])
+
+
+def ran_since(run: str, seeds: list[int], since: float, plan: SearchPlan) -> bool:
     """Whether a job of the run wrote its log at or after `since` (a time.time())."""
-    logs = (seed_dir(run, seed) / "logs" / f"{stage}.log" for seed in seeds for stage in STAGES)
+    logs = (seed_dir(run, seed) / "logs" / f"{job}.log" for seed in seeds for job in plan.jobs)
     return any(log.is_file() and log.stat().st_mtime >= since for log in logs)
 
 
-def failure_reason(run: str, seeds: list[int]) -> str:
+def failure_reason(run: str, seeds: list[int], plan: SearchPlan) -> str:
     """Why the run did not complete: the first error line of the first job log that has
     one, with its stage and seed.
     """
     for seed in seeds:
-        for stage in STAGES:
+        for stage in plan.jobs:
             log = seed_dir(run, seed) / "logs" / f"{stage}.log"
             lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
             errors = [line.strip() for line in lines if ERROR_LINE.search(line)]
@@ -78,13 +88,13 @@ def failure_reason(run: str, seeds: list[int]) -> str:
     return f"the workflow did not complete it: see {seed_dir(run, seeds[0]) / 'logs'}/"
 
 
-def validation_records(folder: Path) -> dict[int, float]:
-    """Validation bits per character by step from the run's training log (the finished one,
-    else the one being written; a line cut short by the writer is left for later), at the
-    steps that training went on past: the last validation of a training is its end, which
-    the objective judges, not the pruner.
+def validation_records(folder: Path, plan: SearchPlan) -> dict[int, float]:
+    """The objective's validation values by step from the seed's training log (the
+    finished one, else the one being written; a line cut short by the writer is left for
+    later), at the steps that training went on past: the last validation of a training is
+    its end, which the objective judges, not the pruner.
     """
-    for log in (folder / TRAIN_LOG, folder / WORK_LOG):
+    for log in (folder / plan.train_log, folder / plan.work_log):
         try:
             lines = log.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -94,32 +104,33 @@ def validation_records(folder: Path) -> dict[int, float]:
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if record.get("kind") == "val":
-                    values[record["step"]] = record["bits_per_char"]
+                    values[record["step"]] = record[plan.objective]
                 elif record.get("kind") == "train":
                     trained = max(trained, record["step"])
         return {step: value for step, value in values.items() if step < trained}
     return {}
 
 
-def validation_curve(run: str, seeds: list[int]) -> dict[int, float]:
-    """The mean over the seeds of validation bits per character at each step that every
-    seed has trained past, by step.
+def validation_curve(run: str, seeds: list[int], plan: SearchPlan) -> dict[int, float]:
+    """The mean over the seeds of the objective's validation values at each step that
+    every seed has trained past, by step.
     """
-    curves = [validation_records(seed_dir(run, seed)) for seed in seeds]
+    curves = [validation_records(seed_dir(run, seed), plan) for seed in seeds]
     steps = set.intersection(*(set(curve) for curve in curves))
     return {step: statistics.mean(curve[step] for curve in curves) for step in sorted(steps)}
 
 
-def stop_training(run: str) -> int:
+def stop_training(run: str, plan: SearchPlan) -> int:
     """SIGTERM to the training processes of `run` below this process (the GPU monitor,
-    which stops its training, and the training itself); how many were signalled.
+    which stops its training, and the training itself: each has the plan's
+    `<folder>/run.py <training stage>` in its command line); how many were signalled.
     """
-    inside = f"{RESULTS / run}/"
+    script, inside = f"{plan.folder}/run.py", f"{RESULTS / run}/"
     signalled = 0
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             command = process.cmdline()
-            training = "project/run.py" in command and "train" in command
+            training = script in command and plan.trainer in command
             if training and any(arg.startswith(inside) for arg in command):
                 process.send_signal(signal.SIGTERM)
                 signalled += 1
@@ -127,10 +138,10 @@ def stop_training(run: str) -> int:
 
 
 def refused_runs(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The runs whose settings the project refuses (an impossible combination such as
-    model.n_head not dividing model.d_model), with its reason. reads.py resolves them as
-    the workflow does before any job, in a scratch folder; it stops at the first bad run,
-    which is set aside before it resolves the rest again.
+    """The runs whose settings the plan refuses (an impossible combination of values),
+    with its reason. The plan's planner (resolve.read_runs) resolves them as the workflow
+    does before any job, in a scratch folder; it stops at the first bad run, which is set
+    aside before it resolves the rest again.
     """
     refused: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -283,8 +283,39 @@ def comparison_section(
     return title + table(comparison_rows(groups, figures, baseline), COMPARISON_HEADERS)
 
 
-def summary_markdown(results: list[SeedResult], baseline: str | None = None) -> str:
-    """The whole summary.md; `baseline` None: the first run."""
+def best_run(
+    groups: dict[str, list[SeedResult]],
+    figures: list[dict[str, Any]],
+    objective: dict[str, str] | None,
+) -> str:
+    """The run that the plan's objective (its figure and direction) ranks first by its mean
+    over the seeds, as a sentence; "" without an objective.
+    """
+    if objective is None:
+        return ""
+    named = [f for f in figures if f["name"] == objective["figure"]]
+    if not named:
+        return f"The plan's objective, `{objective['figure']}`, is no summary figure.\n\n"
+    (figure,) = named
+    means = {
+        run: statistics.mean(seed_values(group, figure["name"])) for run, group in groups.items()
+    }
+    choose = max if objective["direction"] == "maximize" else min
+    best = choose(means, key=lambda run: means[run])
+    return (
+        f"The plan's objective is {heading(figure)}, to {objective['direction']}: the best run "
+        f"by its mean is `{best}` ({formatted(means[best], figure['format'])}).\n\n"
+    )
+
+
+def summary_markdown(
+    results: list[SeedResult],
+    baseline: str | None = None,
+    objective: dict[str, str] | None = None,
+) -> str:
+    """The whole summary.md; `baseline` None: the first run; `objective`: the plan's
+    (harness/plan.py: Objective), which names the best run.
+    """
     groups = group_by_run(results)
     base = baseline_run(groups, baseline)
     figures = columns(results)
@@ -293,6 +324,7 @@ def summary_markdown(results: list[SeedResult], baseline: str | None = None) -> 
     intervals = table(interval_rows(groups, figures, base), INTERVAL_HEADERS)
     return (
         f"# Summary across runs and seeds\n\n{table(rows, headers)}\n\n{footnote(results)}\n\n"
+        f"{best_run(groups, figures, objective)}"
         f"## 95 % interval of each run's mean\n\n{intervals}\n\n"
         f"{comparison_section(groups, figures, base)}\n\n{READING_GUIDE}"
     )
@@ -369,7 +401,7 @@ def draw_run(axes: Any, x: int, points: list[float]) -> None:
 
 def main(inputs: Any, outputs: Any, params: Any) -> None:
     results = load_results(inputs, params)
-    write_text(Path(outputs.table), summary_markdown(results, params.baseline))
+    write_text(Path(outputs.table), summary_markdown(results, params.baseline, params.objective))
     plot_summary(results, Path(outputs.plot), params.baseline)
 
 

@@ -3,11 +3,12 @@ a seeded random sample from ranges, or both crossed (every grid point with every
 one). Each point becomes a run beside the listed ones, named from its values alone:
 
     sweep:
-      grid: {train.lr: [1.0e-3, 5.0e-4], model.n_layer: [2, 4]}
-      sample: {size: 4, seed: 0, space: {model.dropout: {low: 0.0, high: 0.3}}}
+      grid: {opt.lr: [1.0e-3, 5.0e-4], net.width: [2, 4]}
+      sample: {size: 4, seed: 0, space: {net.dropout: {low: 0.0, high: 0.3}}}
 
-gives runs such as `sweep_dropout-0p17_n_layer-2_lr-0p001`: the prefix, then each key (its
-last part, or the whole key where two keys share it) and value, the keys sorted. The
+(keys of the plan's config) gives runs such as `sweep_dropout-0p17_width-2_lr-0p001`: the
+prefix, then each key (its last part, or the whole key where two keys share it) and value,
+the keys sorted. The
 same point always gets the same name, whatever the order of the spec. Sampled values keep
 SAMPLE_DIGITS significant digits, so that names stay short and a value can be typed back.
 

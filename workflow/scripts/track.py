@@ -50,7 +50,7 @@ MLFLOW_ENV = {
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested sections as dotted keys ({"model": {"n_layer": 2}} -> {"model.n_layer": "2"})."""
+    """Nested sections as dotted keys ({"net": {"width": 2}} -> {"net.width": "2"})."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -197,7 +197,8 @@ def log_run(mlflow: Any, client: Any, experiment: str, record: Record, inputs: A
             params=[mlflow.entities.Param(k, v) for k, v in record.params.items()],
         )
         client.log_artifact(run_id, inputs.report)
-        client.log_artifact(run_id, inputs.samples)
+        for shown in inputs.shown:  # the texts and pictures the plan shows
+            client.log_artifact(run_id, shown)
         for plot in sorted(Path(inputs.plots).glob("*.png")):  # not Snakemake's marker
             client.log_artifact(run_id, str(plot), "plots")
     except (mlflow.exceptions.MlflowException, OSError):

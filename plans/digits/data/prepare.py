@@ -49,6 +49,9 @@ def prepare(source: Source, rows_path: Path, manifest_path: Path) -> dict[str, A
     write_bytes(rows_path, buffer.getvalue())
     manifest = {
         "plan_ids": ["D1", "D2", "D3"],
+        "dataset": "optdigits",
+        "verified": True,  # D1: every source is checked against the plan's digest
+        "size": f"{len(labels):,} images",
         "source": {"origin": source.origin, "location": source.location},
         "source_sha256": source.sha256,
         "rows": len(labels),

@@ -53,6 +53,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any
     indices = [record["test_index"] for record in metrics["hardest"]]
     write_bytes(files["hardest"], hardest_picture(data.test.counts[indices], metrics["hardest"]))
     write_json(files["metrics"], metrics)
+    cost.throughput("images", "scored", count=metrics["test_images"] + len(data.val.labels))
     write_json(files["evaluate_cost"], cost.record())
     write_json(files["checks"], quick_checks(files, metrics))
     logger.info(

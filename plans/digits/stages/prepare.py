@@ -26,19 +26,19 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any]:
     """D1-D3: locate and verify the file, split it, record D3's statistics (E6: its cost)."""
-    import torch
     from harness.cost import StageCost
 
     from ..data.prepare import prepare
     from ..data.source import locate_source, recorded_source
 
-    with StageCost("prepare", torch.device("cpu")) as cost:
+    with StageCost("prepare", "cpu") as cost:
         source = (
             locate_source(config.data)
             if args.source is None
             else recorded_source(read_json(args.source))
         )
         manifest = prepare(source, files["digits"], files["manifest"])
+    cost.throughput("images", "prepared", count=manifest["rows"])
     write_json(files["prepare_cost"], cost.record())
     return manifest
 

@@ -28,7 +28,7 @@ def quick_checks(files: Files, metrics: dict[str, Any]) -> dict[str, Any]:
         "no NaN or Inf in loss or gradients": len(steps) == summary["steps"]
         and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps),
         "test accuracy above the majority baseline": metrics["beats_baselines"]["majority_class"],
-        "peak memory within the device": peak < summary["device_memory_bytes"],
+        "peak memory within the device": peak < summary["environment"]["device_memory_bytes"],
     }
     return {"passed": all(checks.values()), "checks": checks}
 

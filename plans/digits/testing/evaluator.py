@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
+from harness.contract import Figure
 from torch import nn
 
 from ..data.dataset import PreparedDigits, Split
@@ -14,7 +16,11 @@ from .baselines import majority_class, nearest_centroid
 from .metrics import accuracy, confusion_matrix, macro_f1, per_class_accuracy
 from .scoring import loss_and_accuracy, split_logits
 
-BASELINES = ("majority_class", "nearest_centroid")
+# E4's reference models, by key, as the report names them.
+BASELINES = {
+    "majority_class": "Majority class (train split)",
+    "nearest_centroid": "Nearest centroid (train split)",
+}
 SCORED = ("val", "test")
 
 
@@ -46,18 +52,8 @@ def figure(
     baselines: dict[str, float] | None = None,
     summary: bool = False,
 ) -> dict[str, Any]:
-    """One entry of metrics.json's `figures`: the value under its name, how the report
-    and the summary show it, and the baselines' values where defined.
-    """
-    return {
-        "name": name,
-        "label": label,
-        "value": value,
-        "unit": unit,
-        "format": ".4f",
-        "summary": summary,
-        "baselines": baselines or {},
-    }
+    """One entry of metrics.json's `figures` (harness/contract.py: Figure)."""
+    return asdict(Figure(name, label, value, unit, ".4f", summary, baselines or {}))
 
 
 def split_figures(
@@ -121,6 +117,9 @@ def evaluate(model: nn.Module, data: PreparedDigits, config: EvalConfig) -> dict
         "per_class_accuracy": per_class_accuracy(test["confusion"]).tolist(),
         "confusion_matrix": test["confusion"].tolist(),  # rows: true digit, columns: predicted
         "baselines": reference,
+        "model_name": type(model).__name__,
+        "references": BASELINES,
+        "note": f"Scored images: test {len(labels):,}, validation {len(data.val.labels):,}.",
         "beats_baselines": {
             b: values["test_accuracy"] > reference[b]["test_accuracy"] for b in BASELINES
         },

@@ -1,6 +1,7 @@
-"""The speed benchmark in one command: what training, evaluation and sampling cost here.
+"""The plan's speed benchmark in one command: what training, evaluation and sampling cost
+here.
 
-    python workflow/scripts/benchmark.py OUT_DIR [--device D] [--target-loss NATS]
+    python project/benchmark.py OUT_DIR [--device D] [--target-loss NATS]
         [--time-cap-s S] [--variant-timeout-s S]        (--help: what each means, defaults)
 
 Writes OUT_DIR/bench.json and a readable OUT_DIR/bench.md, updated after each part; each
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -37,12 +39,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from make_report import read_json, read_jsonl, write_text
-from report_sections import mib, number, table
+from harness.io import read_json, read_jsonl, write_text
+from tabulate import tabulate
 
-REPO = Path(__file__).resolve().parents[2]
-RUN = [sys.executable, str(REPO / "project" / "run.py")]
+PLAN_DIR = Path(__file__).resolve().parent
+REPO = PLAN_DIR.parent
+RUN = [sys.executable, str(PLAN_DIR / "run.py")]
+# The workflow's GPU monitor, whose own cost part 3 measures.
 MONITOR = [sys.executable, str(REPO / "workflow" / "scripts" / "gpu_monitor.py")]
+MIB = 1024 * 1024
+
+
+def mib(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value / MIB:,.1f} MiB"
+
+
+def number(value: float | None, digits: int = 4, missing: str = "n/a") -> str:
+    return missing if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 class Command:

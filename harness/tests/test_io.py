@@ -1,4 +1,4 @@
-"""utils/io.py: atomic writes (file mode, a full disk, the leftovers of a killed write)."""
+"""harness/io.py: atomic writes (file mode, a full disk, the leftovers of a killed write)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
-import torch
-from harness.io import DiskFullError, remove_stale_temp_files, write_bytes, write_json
+from harness.io import DiskFullError, atomic_write, remove_stale_temp_files, write_bytes, write_json
 
-from project.training.checkpoint import save_checkpoint
-
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 MEGABYTE = 1 << 20
 
 
@@ -55,12 +52,19 @@ def test_a_full_disk_raises_disk_full_error_and_leaves_nothing(small_tmpfs: Path
     assert not target.exists()
 
 
-def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(small_tmpfs: Path) -> None:
+def test_a_write_in_chunks_on_a_full_disk_keeps_the_previous_file(small_tmpfs: Path) -> None:
+    """As a checkpoint is written: the earlier file stays whole when the disk fills."""
     target = small_tmpfs / "last.pt"
     target.write_bytes(b"previous")
+
+    def chunks(handle: IO[bytes]) -> None:
+        for _ in range(16):
+            handle.write(bytes(MEGABYTE // 16))
+
     with pytest.raises(DiskFullError) as caught:
-        save_checkpoint(target, {"model": {"weight": torch.zeros(MEGABYTE // 4)}})
+        atomic_write(target, chunks)
     assert_says_disk_full(caught.value, target)
+    assert "bytes to write" not in str(caught.value), "no size given: only what is free"
     assert target.read_bytes() == b"previous"
 
 
@@ -116,9 +120,8 @@ atomic_write(Path(sys.argv[1]), write)
 
 def test_remove_stale_temp_files_removes_only_atomic_write_leftovers(tmp_path: Path) -> None:
     # A real leftover: a process killed in the middle of an atomic write.
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITE, str(tmp_path / "last.pt")], env=env, check=False
+        [sys.executable, "-c", KILLED_WRITE, str(tmp_path / "last.pt")], cwd=tmp_path, check=False
     )
     assert killed.returncode == -9
     (real,) = tmp_path.glob(".last.pt.*.tmp")
