@@ -32,6 +32,7 @@ from harness.stage import (
     Stage,
     UsageError,
     add_resume_options,
+    add_source_option,
     option,
     write_stage_configs,
 )
@@ -57,6 +58,7 @@ def parse_args(plan: Plan, argv: list[str]) -> argparse.Namespace:
     everything = commands.add_parser("all", help=", ".join(s.name for s in plan.stages))
     if argv[0] == "all":
         common_options(everything, plan)
+        add_source_option(everything)
         add_resume_options(everything, plan.training.name)
         for stage in plan.stages:
             stage.options(everything)
@@ -82,6 +84,8 @@ def stage_options(command: argparse.ArgumentParser, plan: Plan, stage: Stage) ->
         help="the stage's config sections as a JSON file (what the workflow passes); "
         "replaces --config, --set, --epochs, --seed, --device and --data-source",
     )
+    if stage is plan.stages[0]:
+        add_source_option(command)
     if stage.trains:
         add_resume_options(command, stage.name)
     stage.options(command)

@@ -13,9 +13,9 @@ else of a run, so any plan that keeps this contract runs through it.
   `train_time_s`, `precision`, `environment` (harness/device.py: `environment`), `files` (SIZE and
   SHA-256 of TRAIN_LOG and the checkpoints, harness/inputs.py: file_record); optional:
   `parameters`, `parameters_by_module`, `compile`, `cuda_graph`, `world_size`.
-- TRAIN_LOG (the training stage, JSON lines): `{"kind": "train", "step", "loss", "lr"}`
-  for each step, `{"kind": "val", "step", "val_loss", <the objective figure>}` for each
-  validation, so that a search can prune on it.
+- TRAIN_LOG (the training stage, JSON lines): `{"kind": "train", "step", "loss",
+  "grad_norm", "lr"}` for each step, `{"kind": "val", "step", "val_loss", <the objective
+  figure>}` for each validation, so that a search can prune on it.
 - METRICS (the evaluating stage): `figures`, a list of `{name, label, value, unit, format,
   summary, baselines}` (`summary`: a column of results/summary.md; `baselines`: the
   reference models' values by key), `model_name` (what the report calls the trained model),
@@ -28,7 +28,11 @@ else of a run, so any plan that keeps this contract runs through it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.io import read_json, read_jsonl
 
 MANIFEST = "manifest"
 SUMMARY = "summary"
@@ -60,3 +64,29 @@ class Figure:
     format: str  # a format spec: ".4f"
     summary: bool = False
     baselines: dict[str, float] = field(default_factory=dict)  # the reference models' values
+
+
+def training_checks(summary: Path, train_log: Path, train_cost: Path) -> dict[str, bool]:
+    """The quick-validation expectations that every plan has of its training, read from
+    SUMMARY, TRAIN_LOG and the training stage's cost record: the loss went down, no loss
+    or gradient norm was NaN or Inf, and the peak memory fitted the device (PyTorch's
+    reserved GPU memory, or on the CPU the host's peak RSS).
+    """
+    record = read_json(summary)
+    cost = read_json(train_cost)
+    steps = [r for r in read_jsonl(train_log) if r["kind"] == "train"]
+    peak = cost["torch_max_memory_reserved_bytes"] or cost["peak_host_rss_bytes"]
+    return {
+        "training loss lower at the end than at the start": record["final_train_loss"]
+        < record["first_train_loss"],
+        "no NaN or Inf in loss or gradients": len(steps) == record["steps"]
+        and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps),
+        "peak memory within the device": peak < record["environment"]["device_memory_bytes"],
+    }
+
+
+def print_checks(checks: dict[str, bool]) -> bool:
+    """A quick validation's checks on the console, one line each; whether all passed."""
+    for check, ok in checks.items():
+        print(f"[{'ok' if ok else 'FAILED'}] {check}")
+    return all(checks.values())

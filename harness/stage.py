@@ -91,6 +91,19 @@ def add_resume_options(parser: argparse.ArgumentParser, stage: str) -> None:
     )
 
 
+def add_source_option(parser: argparse.ArgumentParser) -> None:
+    """The first stage's option, which the dispatcher gives it (harness/cli.py): the
+    record of its data source that the planner wrote (Plan.source_record).
+    """
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="PATH",
+        help="the data as the workflow located it (its source.json); by default the stage "
+        "looks for it itself, as the plan's data section says",
+    )
+
+
 def work_folder(stage: str) -> str:
     """The training stage's work folder under --out-dir, unless --work-dir names one."""
     return f"{stage}.resume"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from typing import Any
 
-from harness.io import read_json, read_jsonl, write_json
+from harness.contract import print_checks, training_checks
+from harness.io import read_json, write_json
 from harness.stage import Files, Stage, check_recorded
 
 from ..utils.config import Config
@@ -58,21 +58,12 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any
 
 def quick_validation(files: Files, metrics: dict[str, Any]) -> dict[str, Any]:
     """The plan's quick-validation expectations, checked on the outputs of a run (what the
-    workflow's report shows).
+    workflow's report shows): the training's (harness/contract.py), then the baselines'.
     """
-    summary = read_json(files["summary"])
-    cost = read_json(files["train_cost"])
-    steps = [r for r in read_jsonl(files["train_log"]) if r["kind"] == "train"]
-    # The training stage's peak on its device: PyTorch's reserved GPU memory, else host RSS.
-    peak = cost["torch_max_memory_reserved_bytes"] or cost["peak_host_rss_bytes"]
     checks = {
-        "training loss lower at the end than at the start": summary["final_train_loss"]
-        < summary["first_train_loss"],
-        "no NaN or Inf in loss or gradients": len(steps) == summary["steps"]
-        and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps),
+        **training_checks(files["summary"], files["train_log"], files["train_cost"]),
         "validation bpc below the unigram baseline": metrics["beats_unigram"],
         "validation bpc below the uniform baseline": metrics["beats_uniform"],
-        "peak memory within the device": peak < summary["environment"]["device_memory_bytes"],
     }
     return {"passed": all(checks.values()), "checks": checks}
 
@@ -80,7 +71,6 @@ def quick_validation(files: Files, metrics: dict[str, Any]) -> dict[str, Any]:
 def print_quick_validation(files: Files) -> bool:
     """The quick validation's figures and checks on the console; whether all passed."""
     summary, metrics = read_json(files["summary"]), read_json(files["metrics"])
-    result = read_json(files["checks"])
     print(
         f"epochs {summary['epochs_run']}, steps {summary['steps']}, train loss "
         f"{summary['first_train_loss']:.4f} -> {summary['final_train_loss']:.4f}, "
@@ -88,9 +78,7 @@ def print_quick_validation(files: Files) -> bool:
         f"{metrics['baselines']['unigram']['bits_per_char']:.4f}), "
         f"{summary['train_time_s']:.0f} s training"
     )
-    for check, ok in result["checks"].items():
-        print(f"[{'ok' if ok else 'FAILED'}] {check}")
-    return result["passed"]
+    return print_checks(read_json(files["checks"])["checks"])
 
 
 STAGE = Stage(

@@ -5,7 +5,6 @@ the manifest, which every later stage reads.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness.io import read_json, write_json
 from harness.stage import Files, Stage
@@ -14,16 +13,6 @@ from ..utils.config import Config
 
 # The stage's machinery (torch) is imported when it runs, so that declaring the plan
 # (plan.py: the planner, `run.py --help`, `run.py config`) imports none of it.
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        type=Path,
-        metavar="PATH",
-        help="the text as the workflow located it (source.json: path, SHA-256, origin); "
-        "by default the stage looks for it itself (data.* keys, CHARGPT_DATA_MIRROR)",
-    )
 
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
@@ -50,7 +39,6 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
 STAGE = Stage(
     name="prepare",
     run=run,
-    options=add_options,
     help="fetch, verify, split and encode the text (D1-D3)",
     sections=("data",),
     inputs=(),

@@ -2,10 +2,10 @@
 
     search:
       study: search                  # trial runs are named search_0000, search_0001, ...
-      space:
-        train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
-        model.n_layer: {low: 1, high: 4, int: true}
-        model.n_head: {choices: [2, 4, 8]}
+      space:                         # keys of the plan's config
+        opt.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+        net.layers: {low: 1, high: 4, int: true}
+        net.heads: {choices: [2, 4, 8]}
       trials: 20
 
 The schema checks the section's shape; check_spec the rest. The search itself

@@ -5,23 +5,12 @@ every later stage reads.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from harness.io import read_json, write_json
 from harness.stage import Files, Stage
 
 from ..utils.config import Config
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        type=Path,
-        metavar="PATH",
-        help="the digits as the workflow located them (source.json: origin, location, "
-        "SHA-256); by default the stage looks for them itself (data.*, DIGITS_DATA_MIRROR)",
-    )
 
 
 def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any]:
@@ -46,7 +35,6 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict[str, Any
 STAGE = Stage(
     name="prepare",
     run=run,
-    options=add_options,
     help="locate, verify, parse and split the digits; normalisation statistics (D1-D3)",
     sections=("data",),
     inputs=(),
