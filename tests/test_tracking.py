@@ -131,7 +131,7 @@ def fake_run(folder: Path) -> tuple[SimpleNamespace, SimpleNamespace, SimpleName
         costs=[str(paths["cost"])],
         train_log=str(folder / "train_log.jsonl"),
         report=str(folder / "ml_res.md"),
-        samples=str(folder / "samples.txt"),
+        shown=[str(folder / "samples.txt")],  # the outputs the plan shows (its Report)
         plots=str(folder / "plots"),
     )
     outputs = SimpleNamespace(tracking=str(folder / "tracking.json"))

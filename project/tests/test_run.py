@@ -25,7 +25,7 @@ from harness.io import read_json, read_jsonl, write_json
 from harness.stage import work_folder
 
 from project.data.loader import TrainBatches
-from project.stages import evaluate as stage_evaluate
+from project.testing import evaluator
 from project.tests import dispatch as run
 from project.tests.dispatch import load
 from project.tests.run_files import output, work_file
@@ -433,7 +433,7 @@ def test_only_the_projects_own_errors_become_one_line_messages(
     def broken(*_args: object) -> None:
         raise ValueError("Expected input batch_size (64) to match target batch_size (32).")
 
-    monkeypatch.setattr(stage_evaluate, "evaluate", broken)
+    monkeypatch.setattr(evaluator, "evaluate", broken)  # the evaluate stage's, when it runs
     assert run.main(tiny_cli("train", out)) == 0
     with pytest.raises(ValueError, match="batch_size"):
         run.main(tiny_cli("evaluate", out))

@@ -10,7 +10,7 @@ import torch
 
 from digits.data.dataset import PreparedDigits
 from digits.data.prepare import prepare
-from digits.data.source import verified
+from digits.data.source import MIRROR_ENV, verified
 
 # The offline copy beside the checkout: <repo>/../shared/data/digits/digits.csv
 DIGITS_FILE = Path(__file__).resolve().parents[3].parent / "shared/data/digits/digits.csv"
@@ -23,6 +23,14 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def no_mirror_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's own rules for finding its data, whatever the shell exports (CI exports
+    DIGITS_DATA_MIRROR for the workflow's runs); a test that wants it sets it.
+    """
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")
