@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.io import read_json, read_jsonl
 
@@ -90,3 +91,18 @@ def print_checks(checks: dict[str, bool]) -> bool:
     for check, ok in checks.items():
         print(f"[{'ok' if ok else 'FAILED'}] {check}")
     return all(checks.values())
+
+
+def parameters_by_module(model: Any) -> dict[str, int]:
+    """SUMMARY's `parameters_by_module`: the parameters of each file of the plan's model/
+    package that defines a part of `model` (a torch module), keyed by the file's path in the
+    plan folder ("model/attention.py": all L attention layers together), each parameter
+    counted once a file (a module inside another of the same file adds nothing).
+    """
+    by_file: dict[str, dict[int, int]] = {}  # file → its parameters (by id), each once
+    for module in model.modules():
+        _, found, inside = type(module).__module__.partition(".model.")
+        if found:
+            path = f"model/{inside.replace('.', '/')}.py"
+            by_file.setdefault(path, {}).update((id(p), p.numel()) for p in module.parameters())
+    return {path: sum(sizes.values()) for path, sizes in by_file.items()}

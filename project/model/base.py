@@ -7,22 +7,8 @@ only its forward pass and its FLOPs to keep the interface (model/interface.py).
 from __future__ import annotations
 
 import torch
+from harness.contract import parameters_by_module
 from torch import nn
-
-# The plan folder's package ("project" when the harness loads it; empty when model/ is
-# imported as a top-level package): parameters_by_module keys files under the plan folder.
-_PLAN_PACKAGE = __name__.rpartition(".model.")[0]
-
-
-def plan_file(module: nn.Module) -> str | None:
-    """The plan file that defines `module`'s class ("model/attention.py"), or None for a
-    class from outside model/ (torch's own).
-    """
-    source = type(module).__module__
-    prefix = f"{_PLAN_PACKAGE}." if _PLAN_PACKAGE else ""
-    if not source.startswith(f"{prefix}model."):
-        return None
-    return source.removeprefix(prefix).replace(".", "/") + ".py"
 
 
 def sample_next(
@@ -51,15 +37,9 @@ class CharModel(nn.Module):
 
     def parameters_by_module(self) -> dict[str, int]:
         """Parameters of each component, keyed by the plan file that defines it
-        (e.g. "model/attention.py": all L attention layers together), each parameter
-        counted once a file (a module inside another of the same file adds nothing).
+        (harness/contract.py).
         """
-        by_file: dict[str, dict[int, int]] = {}  # file → its parameters (by id), each once
-        for module in self.modules():
-            path = plan_file(module)
-            if path is not None:
-                by_file.setdefault(path, {}).update((id(p), p.numel()) for p in module.parameters())
-        return {path: sum(sizes.values()) for path, sizes in by_file.items()}
+        return parameters_by_module(self)
 
     @torch.inference_mode()
     def generate(

@@ -22,6 +22,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
     """T1-T8 on one device (T5: fp32), in a work folder that one process alone writes;
     E6: the stage's cost and the training throughput in images a second.
     """
+    from harness.contract import parameters_by_module
     from harness.cost import StageCost
     from harness.device import environment, resolve_device
     from harness.lock import sole_writer
@@ -47,6 +48,7 @@ def run(config: Config, files: Files, args: argparse.Namespace) -> dict:
     summary.update(
         arch=config.model.arch,
         parameters=trainer.model.num_parameters(),
+        parameters_by_module=parameters_by_module(trainer.model),
         environment=environment(device),
         files={name: file_record(files[name]) for name in RECORDED},
     )
