@@ -375,7 +375,7 @@ def test_a_killed_rerun_after_a_setting_change_is_never_up_to_date(edited_copy: 
         ("runs={'a/b': {}}", "a/b"),
         ("runs={'..': {}}", ".."),
         ("monitor={'memory_interval_s': -1, 'slow_interval_s': 0.5}", "memory_interval_s"),
-        ("overrides={'modle.n_layer': 2}", "modle.n_layer"),
+        ("overrides={'modle.n_layer': 2}", "unknown config key 'modle'"),
         ("unknown_key=1", "unknown_key"),
         # A setting that the workflow would otherwise overrule: the seed comes from `seeds`.
         ("overrides={'seed': 7}", "list seeds under `seeds:`"),
