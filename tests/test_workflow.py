@@ -491,8 +491,8 @@ def test_runs_with_the_same_data_settings_share_one_prepare(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_a_rule_that_disagrees_with_its_stage_stops_the_workflow(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
-    rules = repo / "workflow" / "rules" / "train.smk"
-    declared = '        **stage_outputs("train", RUN),\n'
+    rules = repo / "workflow" / "rules" / "stages.smk"
+    declared = "        **stage_outputs(TRAINER, RUN, **shown_in_report(TRAINER)),\n"
     assert declared in rules.read_text(encoding="utf-8")
     extra = declared + '        extra=f"{RUN}/extra.json",\n'
     rules.write_text(rules.read_text(encoding="utf-8").replace(declared, extra), encoding="utf-8")

@@ -375,8 +375,8 @@ def script_imports(entry):
 def file_options(stage):
     """A params function: run.py's file options for the stage's declared files, `--best
     PATH ...`, from the job's named inputs and outputs (check_declarations holds those to
-    the declaration). A function of the stage, bound when the rule is defined: a rule's
-    shell command is evaluated when its job runs, after the loop over the stages.
+    the declaration). A function of the stage, bound as each stage's rule is defined (a
+    shell command is evaluated when its job runs, after the loop over the stages).
     """
     declared = STAGES[stage]
 

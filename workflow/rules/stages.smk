@@ -1,6 +1,6 @@
 # The plan's stages, one rule each, named as its declaration (plan.py) names them, in its
-# order. Each runs `python <plan>/run.py <stage>` ({rule}) with the sections it reads and
-# its declared files. Three kinds, by the stage's role:
+# order. Each runs `python <plan>/run.py <stage>` with the sections it reads and its
+# declared files. Three kinds, by the stage's role:
 #   - the first stage prepares the data: one job per data configuration, shared by the
 #     runs that have it (results/data/<key>/), with the source the planner located;
 #   - the stage that trains resumes from its work folder, is retried, and asks for the
@@ -26,10 +26,11 @@ rule:
     benchmark:
         benchmark_file(FIRST)
     params:
+        stage=FIRST,
         files=file_options(FIRST),
     shell:
-        RUN_PY + " {rule} --stage-config {input.config} --source {input.source:q}"
-        " {params.files} > {log} 2>&1"
+        f"{RUN_PY} {{params.stage}} --stage-config {{input.config}}"
+        " --source {input.source:q} {params.files} > {log} 2>&1"
 
 
 rule:
@@ -53,16 +54,17 @@ rule:
     resources:
         gpu=train_devices(),
     params:
+        stage=TRAINER,
         files=file_options(TRAINER),
         work_dir=f"{RUN}/{TRAINER}.resume",
         # Training's progress goes to its log and, with this label, to the console.
-        label="{run}/seed{seed} " + TRAINER,
+        label=f"{{run}}/seed{{seed}} {TRAINER}",
         monitor=monitor_args,
     shell:
-        "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} -- "
-        + RUN_PY
-        + " {rule} --resume restart-on-change --stage-config {input.config} {params.files}"
-        " --work-dir {params.work_dir} 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"
+        "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} --"
+        f" {RUN_PY} {{params.stage}} --resume restart-on-change"
+        " --stage-config {input.config} {params.files} --work-dir {params.work_dir}"
+        " 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"
 
 
 for stage in STAGES:
@@ -88,8 +90,9 @@ for stage in STAGES:
         resources:
             gpu=int(gpu),
         params:
+            stage=stage,
             files=file_options(stage),
             monitor=monitor_wrapper(stage),
         shell:
-            "{params.monitor}" + RUN_PY + " {rule} --stage-config {input.config}"
+            f"{{params.monitor}}{RUN_PY} {{params.stage}} --stage-config {{input.config}}"
             " {params.files} > {log} 2>&1"
