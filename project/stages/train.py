@@ -1,6 +1,8 @@
 """The `train` stage (T1-T8): train on the prepared data, validate, keep best.pt and last.pt.
 
-Under torchrun (train.devices > 1) every process trains its share and rank 0 writes.
+Under torchrun (train.devices > 1) every process trains its share and rank 0 writes. E6
+Cost: the stage's cost record (harness/cost.py: wall time, peak host and PyTorch memory)
+with the characters a second it trained.
 """
 
 from __future__ import annotations
