@@ -4,12 +4,16 @@ the real runs here have no GPU, so this is the only place the drawing path runs.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from report_plots import plot_gpu
 from report_sections import nvml_cells
 
 MIB = 1024**2
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 
 
 def fake_series(n: int) -> list[dict[str, str]]:
@@ -49,3 +53,39 @@ def test_nvml_cells_report_the_difference_to_pytorch() -> None:
         {"torch_max_memory_reserved_bytes": None},
     )
     assert "NVML Shared Library Not Found" in missing
+
+
+def fill(folder: Path, leave: int = 2048) -> None:
+    """Fill the filesystem of `folder` up to `leave` bytes."""
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(b"\0" * max(free - leave, 0))
+
+
+# A full disk under a plot, in a script rule's process: one line and exit code 1, as every
+# script of the workflow gives (its entry block runs under one_line_errors).
+PLOT_ON_A_FULL_DISK = """\
+import sys
+from pathlib import Path
+from harness.errors import one_line_errors
+from report_plots import plot_losses
+log = [{"kind": "train", "step": s, "loss": 4.0 - s / 100} for s in range(200)]
+with one_line_errors():
+    plot_losses(log, Path(sys.argv[1]))
+"""
+
+
+def test_a_plot_on_a_full_disk_is_one_line_and_leaves_nothing(small_tmpfs: Path) -> None:
+    fill(small_tmpfs)
+    target = small_tmpfs / "plots" / "loss.png"
+    result = subprocess.run(
+        [sys.executable, "-c", PLOT_ON_A_FULL_DISK, str(target)],
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot write {target}: no space left on the device (")
+    assert "bytes to write" in line and "bytes free on that filesystem" in line
+    assert sorted(p.name for p in (small_tmpfs / "plots").iterdir()) == []

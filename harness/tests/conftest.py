@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from harness.plan import Plan, load_plan
+from harness.testing import small_tmpfs  # noqa: F401 (a fixture, offered here)
 
 STAGES = "(gather.STAGE, fit.STAGE, score.STAGE)"
 
@@ -435,21 +436,3 @@ def planner(tmp_path: Path) -> Planner:
         )
 
     return plan
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB filesystem (mounting needs root; skipped otherwise)."""
-    folder = tmp_path / "tmpfs"
-    folder.mkdir()
-    command = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
-    try:
-        mount = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as error:
-        pytest.skip(f"cannot run mount: {error}")
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a 64 KiB tmpfs (needs root): {mount.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from harness.testing import small_tmpfs  # noqa: F401 (a fixture, offered here)
 
 from project.model.build import build_model
 from project.model.interface import LanguageModel
@@ -136,21 +136,3 @@ def make_model() -> Callable[..., LanguageModel]:
         return build_model(tiny_model_config(**changes), vocab_size)
 
     return make
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB filesystem (mounting needs root; skipped otherwise)."""
-    folder = tmp_path / "tmpfs"
-    folder.mkdir()
-    command = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
-    try:
-        mount = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as error:
-        pytest.skip(f"cannot run mount: {error}")
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a 64 KiB tmpfs (needs root): {mount.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)

@@ -20,6 +20,8 @@ from types import SimpleNamespace
 from typing import IO, Any
 
 import yaml
+from harness.errors import one_line_errors
+from harness.io import write_text
 
 from report_plots import plot_gpu, plot_losses
 from report_sections import (
@@ -216,20 +218,13 @@ def relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write atomically, so an interrupted job leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(smk: Any) -> None:
     out = Path(smk.output.report)
     reads = SimpleNamespace(**dict(smk.input.items()), **dict(smk.params.items()))
     write_text(out, build_report(reads, smk.output, smk.params))
-    Path(smk.log[0]).write_text(f"wrote {out}\n", encoding="utf-8")
+    write_text(Path(smk.log[0]), f"wrote {out}\n")
 
 
 if "snakemake" in globals():
-    main(snakemake)  # noqa: F821 (set by Snakemake's script directive)
+    with one_line_errors():  # a full disk, say: one line
+        main(snakemake)  # noqa: F821 (set by Snakemake's script directive)

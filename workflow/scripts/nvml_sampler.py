@@ -68,7 +68,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -79,6 +78,7 @@ from typing import Any
 
 import psutil
 import pynvml
+from harness.io import write_text
 
 from gpu_slots import choose_device
 
@@ -200,9 +200,9 @@ class GpuMonitor:
         if self.summary is None:
             raise RuntimeError("call stop() before write()")
         prefix = Path(prefix)
-        _write_atomic(prefix.with_name(prefix.name + ".csv"), self._csv_text())
+        write_text(prefix.with_name(prefix.name + ".csv"), self._csv_text())
         summary = {**self.summary, **(extra or {})}
-        _write_atomic(prefix.with_name(prefix.name + ".json"), json.dumps(summary, indent=2) + "\n")
+        write_text(prefix.with_name(prefix.name + ".json"), json.dumps(summary, indent=2) + "\n")
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -405,16 +405,6 @@ def _max(values: Iterable[Any]) -> Any:
 
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False
-    ) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +10,19 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (clusters, containers, CI)
 import matplotlib.pyplot as plt
+from harness.io import write_bytes
 
 MIB = 1024**2
 
 
 def save(figure: plt.Figure, path: Path) -> None:
-    """Write atomically, so an interrupted report leaves no half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    """Draw the PNG in memory, then write it as every file of the workflow is written
+    (harness.io: atomic; a full disk is one DiskFullError naming the file and the space).
+    """
+    png = io.BytesIO()
+    figure.savefig(png, dpi=120, bbox_inches="tight", format="png")
     plt.close(figure)
-    os.replace(tmp, path)
+    write_bytes(path, png.getvalue())
 
 
 def plot_losses(log: list[dict[str, Any]], path: Path) -> None:

@@ -21,9 +21,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (clusters, containers, CI)
 import matplotlib.pyplot as plt
+from harness.errors import one_line_errors
+from harness.io import write_text
 
 from comparison import FEW_SEEDS, MIN_SEEDS, Comparison, Estimate, compare, estimate
-from make_report import read_json, write_text
+from make_report import read_json
 from report_plots import MIB, save
 from report_sections import formatted, heading, table
 
@@ -406,5 +408,6 @@ def main(inputs: Any, outputs: Any, params: Any) -> None:
 
 
 if "snakemake" in globals():
-    main(snakemake.input, snakemake.output, snakemake.params)  # noqa: F821
-    write_text(Path(snakemake.log[0]), f"wrote {snakemake.output.table}\n")  # noqa: F821
+    with one_line_errors():  # a full disk, say: one line
+        main(snakemake.input, snakemake.output, snakemake.params)  # noqa: F821
+        write_text(Path(snakemake.log[0]), f"wrote {snakemake.output.table}\n")  # noqa: F821
