@@ -72,8 +72,8 @@ class Plan:
     quick_validation: Callable[[Files], bool]
     # `--data-source` (a file, a folder, a URL) → the overrides that make the data come from it.
     data_source: Callable[[str], dict[str, Any]]
-    # The first stage's config → where it will read its data, as a record whose digest
-    # decides when it reruns (the planner writes it before any job).
+    # The first stage's config → where it will read its data, as a record (the planner
+    # writes it before any job) whose "sha256", the data's content, decides when it reruns.
     source_record: Callable[[Any], dict[str, Any]]
     devices_key: str | None = None  # the dotted key of the devices a training uses (DDP)
     tools: tuple[Stage, ...] = ()  # stages run on their own (a benchmark), not by the workflow

@@ -11,10 +11,12 @@ writes, before any job, each file only when its content changes:
   comments and docstrings do not count);
 - code/components.json: each plan module's summary and plan ids (the report's table);
 - <run dir>/config/<stage>.json: the sections each stage reads, resolved.json the whole;
-- data/<key>/config/<first stage>.json and data/<key>/source.json: one folder for every
-  distinct data configuration, shared by the runs that have it (so a sweep prepares once),
-  and where the first stage will read its data, as the plan locates it, so that an edit of
-  the data reruns it.
+- data/<key>/config/<first stage>.json: one folder for every distinct data configuration,
+  shared by the runs that have it (so a sweep prepares once);
+- data/<key>/source.json, where the first stage will read its data, as the plan locates it,
+  and data/<key>/content.json, the data's identity alone (its SHA-256): the first stage
+  reruns when the bytes change, never because the same bytes were found by another path
+  (another mirror, a container's bind), so only content.json is its input.
 
     python -m harness.planner PLAN_DIR < spec.json
 
@@ -23,7 +25,7 @@ PATH|URL|null, "epochs": N|null, "overrides": [{dotted key: value}...]}]}` and p
 `{"plan": the declaration (harness/plan.py: Plan.record), "stages": {name: {sections,
 inputs, outputs, gpu, trains}}, "code": {stage: file}, "components": file, "runs": {DIR:
 {"configs": {stage: file}, "data_folder": DIR}}, "data_folders": {DIR: {"config": file,
-"source": file}}}`.
+"source": file, "content": file}}}`.
 A bad value in any run stops it before anything is written (exit 2, the run's folder in the
 message).
 """
@@ -128,6 +130,13 @@ def data_folders(results: Path, runs: dict[str, Resolved], sections: tuple[str, 
     return folders
 
 
+def content_of(source: dict[str, Any]) -> dict[str, Any]:
+    """The data's identity in a source record: its "sha256"; a record without one stands for
+    itself whole (any change of it reruns the first stage).
+    """
+    return {"sha256": source["sha256"]} if "sha256" in source else source
+
+
 def write_records(
     plan: Plan,
     results: Path,
@@ -142,6 +151,7 @@ def write_records(
         data[folder.as_posix()] = {
             "config": write_json(folder / "config" / f"{first.name}.json", view),
             "source": write_json(folder / "source.json", source),
+            "content": write_json(folder / "content.json", content_of(source)),
         }
     configs = {}
     for directory, run in runs.items():

@@ -135,6 +135,29 @@ def test_training_progress_shows_on_the_console(finished_workflow: Path) -> None
 
 
 @pytest.mark.slow
+def test_the_same_text_found_by_another_path_reruns_nothing(tmp_path: Path) -> None:
+    """The data's identity is its content: the same bytes in another mirror (an exported
+    CHARGPT_DATA_MIRROR, a container's /mirror) plan no job, and source.json says where
+    the text is found now; other bytes there are refused before any job.
+    """
+    repo = tiny_repo(tmp_path / "repo")
+    snakemake(repo, "--cores", "1", "--until", "prepare")
+    mirror = tmp_path / "mirror"
+    shutil.copytree(SHARED_DATA / "tinyshakespeare", mirror / "tinyshakespeare")
+    text = mirror / "tinyshakespeare" / "input.txt"
+    moved = workflow_env(CHARGPT_DATA_MIRROR=str(mirror))
+    dry_run = snakemake(repo, "-n", "--until", "prepare", env=moved)
+    assert re.search(r"^total\s+0$", dry_run.stdout, re.MULTILINE), dry_run.stdout
+    assert json.loads((data_folder(repo) / "source.json").read_text())["path"] == str(text)
+    with text.open("a") as edit:
+        edit.write("More lines.\n")
+    edited = snakemake(repo, "-n", "--until", "prepare", env=moved, check=False)
+    assert edited.returncode != 0
+    said = edited.stdout + edited.stderr
+    assert str(text) in said and "SHA-256" in said, said
+
+
+@pytest.mark.slow
 def test_summary_compares_runs_with_mean_and_sd(finished_workflow: Path) -> None:
     text = (finished_workflow / "results" / "summary.md").read_text(encoding="utf-8")
     means = text.split("\n## ")[0]  # the table of means; the intervals and comparison follow

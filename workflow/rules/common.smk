@@ -144,7 +144,7 @@ FIRST = next(iter(STAGES))
 TRAINER = next(stage for stage, read in STAGES.items() if read["trains"])
 GPU_STAGES = [stage for stage, read in STAGES.items() if read["gpu"]]
 # A rule's named inputs besides its stage's declared ones (what reads.py writes for it).
-PLANNED_INPUTS = {"config", "code", "source"}
+PLANNED_INPUTS = {"config", "code", "content"}
 
 
 # A sweep of a thousand runs has thousands of jobs: Snakemake calls an input function once

@@ -17,7 +17,9 @@ rule:
         FIRST
     input:
         config=f"{DATA}/config/{FIRST}.json",
-        source=f"{DATA}/source.json",
+        # The data's SHA-256 decides when it reruns; where it is found (source.json) does
+        # not: the same bytes through another mirror or a container's bind are the same.
+        content=f"{DATA}/content.json",
         code=READS["code"][FIRST],
     output:
         **stage_outputs(FIRST, DATA),
@@ -28,9 +30,10 @@ rule:
     params:
         stage=FIRST,
         files=file_options(FIRST),
+        source=f"{DATA}/source.json",
     shell:
         f"{RUN_PY} {{params.stage}} --stage-config {{input.config}}"
-        " --source {input.source:q} {params.files} > {log} 2>&1"
+        " --source {params.source:q} {params.files} > {log} 2>&1"
 
 
 rule:
