@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -100,6 +101,31 @@ def test_cli_reports_a_signal_as_128_plus_its_number(tmp_path: Path) -> None:
     kill_self = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     result = run_cli(tmp_path / "x", sys.executable, "-c", kill_self)
     assert result.returncode == 128 + signal.SIGKILL
+
+
+# As the kernel's OOM killer ends a training: SIGKILL, once it holds some memory (64 MiB).
+OOM_KILLED = "import os, signal; hold = bytearray(64 * 2**20); os.kill(os.getpid(), signal.SIGKILL)"
+
+
+def test_a_command_killed_by_sigkill_is_reported_with_its_memory_and_its_record_kept(
+    tmp_path: Path,
+) -> None:
+    """The monitor says the command was killed by SIGKILL, that the OOM killer is the
+    likely cause, and the memory it held; its record stays in <prefix>.failed.json (not an
+    output: Snakemake deletes a failed job's outputs), until the job succeeds.
+    """
+    prefix = tmp_path / "monitor" / "train"
+    result = run_cli(prefix, sys.executable, "-c", OOM_KILLED)
+    assert result.returncode == 128 + signal.SIGKILL
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("gpu_monitor.py: error: the command was killed by SIGKILL (signal 9)")
+    assert "out-of-memory killer" in line and f"kept in {prefix}.failed.json" in line
+    peak = float(re.search(r"peak resident memory was ([\d.]+) GiB", line)[1])
+    assert peak >= 64 / 1024, line
+    kept = json.loads(Path(f"{prefix}.failed.json").read_text())
+    assert kept["exit_code"] == 128 + signal.SIGKILL and "SIGKILL" in kept["error"]
+    assert run_cli(prefix, sys.executable, "-c", "pass").returncode == 0
+    assert not Path(f"{prefix}.failed.json").exists(), "a success removes the failed record"
 
 
 # The job starts a grandchild (a sleeping Python), writes "<its PID> <the grandchild's PID>" to
@@ -257,7 +283,8 @@ def test_cli_command_it_cannot_run_gives_one_line_and_still_writes(
     result = run_cli(tmp_path / "x", command, "--flag")
     assert result.returncode == exit_code
     error = f"cannot run {command!r}: {reason}"
-    assert result.stderr == f"gpu_monitor.py: error: {error}\n"
+    kept = f"this record is kept in {tmp_path / 'x.failed.json'}"
+    assert result.stderr == f"gpu_monitor.py: error: {error}; {kept}\n"
     summary = json.loads((tmp_path / "x.json").read_text())
     assert summary["exit_code"] == exit_code
     assert summary["error"] == error

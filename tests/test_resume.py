@@ -89,9 +89,10 @@ def test_rule_retry_resumes_by_itself(tmp_path: Path) -> None:
 
 
 # Ctrl-C in the terminal (SIGINT to its foreground process group), a signal to the snakemake
-# process alone (`kill -INT PID`, a CI cancel, a script that runs it), or `kill -9` of the
-# train job's shell (the parent of the GPU monitor, which is the parent of the training).
-STOPS = ("ctrl-c", "SIGINT", "SIGTERM", "SIGHUP", "kill-the-shell")
+# process alone (`kill -INT PID`, a CI cancel, a script that runs it), `kill -9` of the
+# train job's shell (the parent of the GPU monitor, which is the parent of the training), or
+# `kill -9` of snakemake itself (which leaves its lock behind).
+STOPS = ("ctrl-c", "SIGINT", "SIGTERM", "SIGHUP", "kill-the-shell", "kill-9-snakemake")
 # One short epoch (118 steps of 256 windows), a checkpoint every 20 steps: cheap to repeat
 # for every kind of stop.
 STOPPED = {
@@ -106,6 +107,8 @@ def stopper(stop: str) -> Callable[[subprocess.Popen[bytes], psutil.Process], No
         return lambda workflow, _: os.killpg(workflow.pid, signal.SIGINT)
     if stop == "kill-the-shell":
         return lambda _, trainer: trainer.parent().parent().kill()
+    if stop == "kill-9-snakemake":
+        return lambda workflow, _: workflow.kill()
     return lambda workflow, _: workflow.send_signal(signal.Signals[stop])
 
 
@@ -122,7 +125,20 @@ def test_a_stopped_workflow_stops_training_and_a_plain_snakemake_resumes(
     assert code != 0
     _, alive = psutil.wait_procs([trainer], timeout=120)
     assert alive == [], "training outlived the stopped workflow"
+    _, alive = psutil.wait_procs(processes_in(repo), timeout=120)
+    assert alive == [], f"a job outlived the stopped workflow: {alive}"
     assert (repo / RUN / "train.resume" / "last.pt").is_file(), "stopped, not run to its end"
     assert not (repo / RUN / "train_summary.json").exists()
-    snakemake(repo, "--cores", "2", "--until", "train")
+    resumed = snakemake(repo, "--cores", "2", "--until", "train")  # no --unlock
     assert re.search(r"resumed from \S+ at step [1-9]\d*\n", train_log(repo)), train_log(repo)
+    lifted = "Lifted the lock of a Snakemake that no longer runs here"
+    assert (lifted in resumed.stderr) == (stop == "kill-9-snakemake"), resumed.stderr
+
+
+def processes_in(folder: Path) -> list[psutil.Process]:
+    """The processes working in `folder` (a job's shell, its monitor, its training)."""
+    here = []
+    for process in psutil.process_iter(["cwd"]):
+        if process.info["cwd"] and Path(process.info["cwd"]) == folder.resolve():
+            here.append(process)
+    return here

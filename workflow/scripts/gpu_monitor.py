@@ -27,24 +27,36 @@ The summary ``<prefix>.json`` holds nvml_sampler.py's fields and these:
     command    the wrapped command (argv list)
     exit_code  the wrapper's exit code (see "Exit codes" above)
     error      null, or one line: why the command could not run ("cannot run 'x': command
-               not found"), or which signal stopped the wrapper and the exit code the command
-               then had
+               not found"), which signal killed it (SIGKILL: likely the OOM killer) and its
+               peak memory, or what stopped the wrapper (a signal, the end of the job's
+               Snakemake) and the exit code the command then had
+
+When the command fails, the summary is also written to ``<prefix>.failed.json``, which
+Snakemake does not delete with the failed job's outputs (the wrapper's one line on stderr
+names it); a later success removes it.
     gpu_slot   null without --slot-dir, else the record of the claim (see gpu_slots.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from harness.io import write_text
 
 import gpu_slots
 import nvml_sampler
 import supervisor
 
 PROG = Path(__file__).name
+# The summary of a job that failed, beside <prefix>.json (which Snakemake deletes with the
+# failed job's outputs), until the job succeeds.
+FAILED = ".failed.json"
+GIB = 1024**3
 
 
 def _check_folder(folder: Path) -> None:
@@ -96,14 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     # a descendant of this process, so the default pid covers it.
     monitor.start()
     try:
-        exit_code, error = supervisor.run_child(args.command, args.kill_after)
+        exit_code, error = supervisor.run_child(
+            args.command, args.kill_after, supervisor.job_snakemake()
+        )
     finally:
-        monitor.stop()
+        summary = monitor.stop()
+    failed = Path(f"{args.out_prefix}{FAILED}")
     if error is not None:
-        supervisor.print_error(PROG, error)
+        peak = summary.get("peak_job_memory_bytes")
+        seen = f"; the GPU memory it held peaked at {peak / GIB:.2f} GiB" if peak else ""
+        supervisor.print_error(PROG, f"{error}{seen}; this record is kept in {failed}")
     extra = {"command": args.command, "exit_code": exit_code, "error": error, "gpu_slot": gpu_slot}
     try:
         monitor.write(args.out_prefix, extra)
+        if exit_code == 0:
+            failed.unlink(missing_ok=True)
+        else:  # a failed job's outputs are deleted by Snakemake: this copy is not one
+            write_text(failed, json.dumps({**monitor.summary, **extra}, indent=2) + "\n")
     except OSError as err:
         # Say so, but fail with the command's own code when it failed (e.g. a disk full of
         # checkpoints): that is the failure to report.

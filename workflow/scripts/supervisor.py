@@ -11,7 +11,11 @@ supervisor dies (PR_SET_PDEATHSIG), and the supervisor the moment its own parent
 shell) dies, so that no part of a job outlives that shell. Being in its own group, the command
 gets no signal meant for a terminal's foreground group (Ctrl-C), and must not read from a
 terminal. SIGTERM, SIGHUP or SIGINT to the supervisor sends SIGTERM to the group, then SIGKILL
-if the command still runs --kill-after seconds later.
+if the command still runs --kill-after seconds later; so does the end of the Snakemake that
+started the job (job_snakemake), however it ends (`kill -9` included): a job never runs on
+and publishes after its Snakemake, and a training stopped so resumes from its checkpoint at
+the next `snakemake`. A command killed by a signal (the kernel's OOM killer sends SIGKILL)
+is reported in one line with the signal, the likely cause and the command's peak memory.
 
 Exit codes: the command's own (128 + N for signal N); 128 + N when the supervisor was stopped
 by signal N; 127 when the command was not found, 126 when it could not be executed (with one
@@ -28,6 +32,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,9 +41,13 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
+
 PROG = Path(__file__).name
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 KILL_AFTER_S = 10.0
+WATCH_INTERVAL_S = 1.0  # how often the job's Snakemake is looked for
+GIB = 1024**3
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # The leader of the command's process group (see _process_group): it ignores the stop signals
 # that the group is sent, says it is ready, waits for EOF on stdin, then kills its group.
@@ -52,31 +61,39 @@ os.kill(0, signal.SIGKILL)
 """
 
 
-def run_child(command: list[str], kill_after: float = KILL_AFTER_S) -> tuple[int, str | None]:
+def run_child(
+    command: list[str], kill_after: float = KILL_AFTER_S, watch: psutil.Process | None = None
+) -> tuple[int, str | None]:
     """Run `command` in a process group of its own; return (exit code, error).
 
     The exit code is the command's own, 128 + N if signal N ended it, 127 if it was not found,
     126 if it could not be executed, or 128 + N if this process was sent the stop signal N
-    (SIGTERM, SIGHUP, SIGINT). Then the whole group gets SIGTERM, and SIGKILL if the command
-    still runs `kill_after` seconds later. error: None, else one line saying why the command
-    did not run or was stopped. Whatever the outcome, the group is SIGKILLed on return, so
+    (SIGTERM, SIGHUP, SIGINT), or 128 + SIGTERM if the process `watch` ended first. Then the
+    whole group gets SIGTERM, and SIGKILL if the command still runs `kill_after` seconds
+    later. error: None, else one line saying why the command did not run, was stopped, or
+    which signal killed it. Whatever the outcome, the group is SIGKILLed on return, so
     nothing the command left running outlives it (see _process_group).
     """
     stop_signals: list[int] = []
+    stop_reason: list[str] = []
     with _process_group() as group:
         timer = threading.Timer(kill_after, os.killpg, (group, signal.SIGKILL))
 
         def stop(signum: int, _frame: object) -> None:
             # A scheduler or a terminal signals only this process (the command's group is not
             # the terminal's foreground group): pass it on, then wait for the command as usual,
-            # so that the caller still gets to write its results. Only the first stop signal
-            # acts.
+            # so that the caller still gets to write its results. Only the first stop acts.
             if not stop_signals:
                 os.killpg(group, signal.SIGTERM)
                 timer.start()
             stop_signals.append(signum)
 
         previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+        ended = threading.Event()
+        if watch is not None:
+            threading.Thread(
+                target=_stop_when_gone, args=(watch, ended, stop, stop_reason), daemon=True
+            ).start()
         try:
             if os.sep not in command[0] and shutil.which(command[0]) is None:
                 # Searched as a shell does: exec would report a PATH folder that it may not
@@ -90,15 +107,72 @@ def run_child(command: list[str], kill_after: float = KILL_AFTER_S) -> tuple[int
             exit_code = 127 if isinstance(err, FileNotFoundError) else 126
             return exit_code, f"cannot run {command[0]!r}: {err.strerror}"
         finally:
+            ended.set()
             for number, handler in previous.items():
                 signal.signal(number, handler)
             timer.cancel()
     exit_code = 128 - returncode if returncode < 0 else returncode
     if not stop_signals:
-        return exit_code, None
-    name = signal.Signals(stop_signals[0]).name
-    error = f"{name} received: sent SIGTERM to the command, which ended with exit code {exit_code}"
+        return exit_code, killed_by(-returncode) if returncode < 0 else None
+    why = stop_reason[0] if stop_reason else f"{signal.Signals(stop_signals[0]).name} received"
+    error = f"{why}: sent SIGTERM to the command, which ended with exit code {exit_code}"
     return 128 + stop_signals[0], error
+
+
+def _stop_when_gone(
+    watched: psutil.Process,
+    ended: threading.Event,
+    stop: Callable[[int, object], None],
+    reason: list[str],
+) -> None:
+    """Call stop(SIGTERM) once `watched` no longer runs, unless `ended` is set first."""
+    while not ended.wait(WATCH_INTERVAL_S):
+        if not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE:
+            reason.append(f"the Snakemake that started this job (pid {watched.pid}) has ended")
+            stop(signal.SIGTERM, None)
+            return
+
+
+def killed_by(number: int) -> str:
+    """One line on the signal that killed the command: the likely cause, and its peak
+    resident memory (the largest of this process's children that have ended).
+    """
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB  # KiB on Linux
+    try:
+        name = signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        name = "a signal"
+    cause = (
+        "likely the kernel's out-of-memory killer (`dmesg` or `journalctl -k` says so), "
+        "else a `kill -9` or a scheduler's memory or time limit"
+        if number == signal.SIGKILL
+        else "it crashed or was signalled"
+    )
+    return (
+        f"the command was killed by {name} (signal {number}): {cause}; its peak resident "
+        f"memory was {peak:.2f} GiB"
+    )
+
+
+def job_snakemake() -> psutil.Process | None:
+    """The Snakemake that started the job this process belongs to: its outermost ancestor
+    that runs Snakemake (a job run through a Snakemake of its own, as on a cluster node,
+    belongs to that one); None outside a workflow.
+    """
+    found = None
+    with contextlib.suppress(psutil.Error):
+        for process in psutil.Process().parents():
+            with contextlib.suppress(psutil.Error):
+                if is_snakemake(process.cmdline()):
+                    found = process
+    return found
+
+
+def is_snakemake(command: list[str]) -> bool:
+    """Whether `command` runs Snakemake (`snakemake ...`, `python -m snakemake ...`)."""
+    return command[1:3] == ["-m", "snakemake"] or any(
+        Path(part).name == "snakemake" for part in command[:2]
+    )
 
 
 @contextlib.contextmanager
@@ -174,7 +248,7 @@ def supervise(prog: str, args: argparse.Namespace) -> int:
     """Run the command of `args` (see add_arguments) through run_child; return the exit code.
 
     Why the command did not run, or was stopped, goes to stderr in one line."""
-    exit_code, error = run_child(args.command, args.kill_after)
+    exit_code, error = run_child(args.command, args.kill_after, job_snakemake())
     if error is not None:
         print_error(prog, error)
     return exit_code
