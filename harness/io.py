@@ -52,17 +52,22 @@ def atomic_write(
     try:
         _write_and_rename(path, write, durable)
     except OSError as error:
-        if error.errno not in _DISK_FULL:
-            raise
-        folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-        to_write = "" if size is None else f"{size:,} bytes to write, "
-        message = (
-            f"cannot write {path}: {_DISK_FULL[error.errno]} ({to_write}"
-            f"{shutil.disk_usage(folder).free:,} bytes free on that filesystem). Nothing "
-            f"was left behind: no partial file, and any earlier {path.name} is unchanged. "
-            "Free some space and run again"
-        )
-        raise DiskFullError(error.errno, message, str(path)) from error
+        kept = f"no partial file, and any earlier {path.name} is unchanged"
+        raise _disk_full(error, path, size, "write", kept) from error
+
+
+def _disk_full(error: OSError, path: Path, size: int | None, verb: str, kept: str) -> OSError:
+    """A DiskFullError for `error` if the disk or quota is full, else `error` itself."""
+    if error.errno not in _DISK_FULL:
+        return error
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    to_write = "" if size is None else f"{size:,} bytes to write, "
+    message = (
+        f"cannot {verb} {path}: {_DISK_FULL[error.errno]} ({to_write}"
+        f"{shutil.disk_usage(folder).free:,} bytes free on that filesystem). Nothing was "
+        f"left behind: {kept}. Free some space and run again"
+    )
+    return DiskFullError(error.errno, message, str(path))
 
 
 def _write_and_rename(path: Path, write: Callable[[IO[bytes]], None], durable: bool) -> None:
@@ -131,10 +136,16 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records as JSON lines (the training log grows while training runs)."""
-    with path.open("a", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+    """Append records as JSON lines (the training log grows while training runs); a full
+    disk is a DiskFullError (a torn last line is skipped by the log's readers).
+    """
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        kept = "the lines already there are unchanged (a torn last one is skipped)"
+        raise _disk_full(error, path, len(text.encode()), "append to", kept) from error
 
 
 def read_json(path: Path) -> Any:

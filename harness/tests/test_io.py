@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from harness.io import DiskFullError, atomic_write, remove_stale_temp_files, write_bytes, write_json
+from harness.io import (
+    DiskFullError,
+    append_jsonl,
+    atomic_write,
+    remove_stale_temp_files,
+    write_bytes,
+    write_json,
+)
 
 MEGABYTE = 1 << 20
 
@@ -66,6 +73,16 @@ def test_a_write_in_chunks_on_a_full_disk_keeps_the_previous_file(small_tmpfs: P
     assert_says_disk_full(caught.value, target)
     assert "bytes to write" not in str(caught.value), "no size given: only what is free"
     assert target.read_bytes() == b"previous"
+
+
+def test_a_log_appended_on_a_full_disk_raises_disk_full_error(small_tmpfs: Path) -> None:
+    """As the training log grows: a full disk is the same one-line error."""
+    log = small_tmpfs / "train_log.jsonl"
+    append_jsonl(log, [{"kind": "train", "step": 0}])
+    with pytest.raises(DiskFullError) as caught:
+        append_jsonl(log, [{"kind": "train", "step": n, "pad": "x" * 100} for n in range(1000)])
+    assert_says_disk_full(caught.value, log)
+    assert str(caught.value).startswith(f"cannot append to {log}: no space left on the device")
 
 
 @pytest.mark.parametrize(
