@@ -8,13 +8,18 @@ maximises its objective, each with its twin killed three times and resumed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
 import json
 import math
+import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,6 +49,7 @@ from workflow_runs import (
 )
 
 import search
+import search_study
 import search_summary
 from resolve import declared_plan
 from search_spec import SearchError, SearchPlan, Shown, trial_runs
@@ -59,6 +65,7 @@ from search_study import (
     prune_here,
     spec_record,
     start_trial,
+    storage_errors,
     suggest,
 )
 from search_summary import PRUNED_ATTR, REASON_ATTR, SEEDS_ATTR, write_summary
@@ -586,6 +593,283 @@ def test_the_summary_of_a_maximised_objective_names_the_highest(
     assert "**0.9700 val_accuracy**" in summary
     assert re.search(r"\| Objective \(val_accuracy\) +\|", summary)
     assert "Objective: `val_accuracy` of each seed's metrics.json, the mean" in summary
+
+
+# -- the storage -----------------------------------------------------------------------------
+
+# The search's default storage, relative to the repository root.
+STORE = Path("results/search/search.db")
+# Longer than the busy timeout of Python's sqlite3 (5 s): a lock held this long is waited
+# for only by the search's own, longer wait (search_study.SQLITE_WAIT_S).
+HOLD_S = 6
+# What the advice for a damaged storage must never be: it would delete finished results.
+DESTRUCTIVE = re.compile(r"\b(remove|delete|rm)\b", re.IGNORECASE)
+
+
+def damage_a_page(path: Path) -> bytes:
+    """Overwrite the file's second 4 KiB page (bytes 4096..8191) with garbage; the bytes."""
+    with path.open("r+b") as handle:
+        handle.seek(4096)
+        handle.write(random.Random(0).randbytes(4096))
+    return path.read_bytes()
+
+
+def hold_lock(path: Path, seconds: float | None = None) -> subprocess.Popen[str]:
+    """Another process that holds an exclusive lock on the SQLite file `path` (no reader or
+    writer gets in) until its stdin closes, or for `seconds`; returned once it holds it.
+    """
+    wait = "sys.stdin.read()" if seconds is None else f"time.sleep({seconds})"
+    code = (
+        "import sqlite3, sys, time\n"
+        f"connection = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+        "connection.execute('BEGIN EXCLUSIVE')\n"
+        "print('held', flush=True)\n"
+        f"{wait}\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def release(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.close()
+    assert holder.wait(timeout=HANG) == 0
+
+
+def files_under(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def finish_search(repo: Path, spec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """In `repo`, the study and files of a finished search of `spec` (one seed, 1), as
+    search.py leaves them, with made-up objectives (nothing trains): each complete trial
+    with its seed's objective and metrics.json, n_head 3 failed with a reason. Returns the
+    study's record.
+    """
+    spec = {**spec, "storage": f"sqlite:///{repo / STORE}"}
+    study = open_study(spec, spec["parallel"], plan_of(CHARGPT))
+    figure = {"name": "bits_per_char", "label": "validation bits per character"}
+    for start in range(0, spec["trials"], spec["parallel"]):
+        for number in batch_numbers(start, spec["parallel"], spec["trials"]):
+            trial = start_trial(study, spec, number, start)
+            if trial.params["model.n_head"] == 3:
+                live(study, trial).set_user_attr(REASON_ATTR, "n_head must divide d_model")
+                study.tell(number, state=TrialState.FAIL)
+                continue
+            value = made_up_objective(trial.params)
+            seed = repo / "results" / trial.user_attrs[RUN_ATTR] / "seed1"
+            seed.mkdir(parents=True)
+            entry = {**figure, "unit": "bits/char", "format": ".4f", "value": value}
+            (seed / "metrics.json").write_text(json.dumps({"figures": [entry]}))
+            live(study, trial).set_user_attr(SEEDS_ATTR, {"1": value})
+            study.tell(number, value)
+    return record(study)
+
+
+def test_a_damaged_storage_is_one_line_and_a_restored_one_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished study whose storage has a damaged page: the search ends in one line that
+    says so and how to fix it (never by deleting), exits 1 and leaves the storage and
+    results/ as they were. With the storage restored from its copy, the same command ends
+    the search with the same trials, none lost or doubled.
+    """
+    repo = copy_repo(tmp_path / "repo")
+    spec = {**SPEC, "trials": 4}
+    configure(repo, seeds=[1], search=spec)
+    finished = finish_search(repo, spec)
+    store = repo / STORE
+    copy = store.read_bytes()
+    damaged = damage_a_page(store)
+    before = files_under(repo / "results")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("CHARGPT_DATA_MIRROR", str(SHARED_DATA))
+
+    assert search.main([]) == 1
+    out, error = capsys.readouterr()
+    assert out == "" and error.count("\n") == 1, error
+    assert error.startswith(
+        f"search.py: error: the Optuna storage sqlite:///{STORE} is damaged ("
+    ), error
+    assert "restore the file from a copy" in error and not DESTRUCTIVE.search(error)
+    assert store.read_bytes() == damaged, "the attempt wrote to the damaged storage"
+    after = files_under(repo / "results")
+    assert {path: after[path] for path in before} == before
+    assert {path.name for path in set(after) - set(before)} <= {".lock"}
+
+    store.write_bytes(copy)  # restored
+    assert search.main([]) == 0, capsys.readouterr().err
+    assert record(load(repo)) == finished
+    assert [number for number, *_ in finished] == [0, 1, 2, 3]
+    summary = (repo / "results" / "search" / "search" / "summary.md").read_text()
+    assert "4 of 4 trials" in summary
+
+
+def test_a_storage_damaged_after_it_was_opened_is_one_line(tmp_path: Path) -> None:
+    """The damage that a later call meets (Optuna's StorageInternalError, three tracebacks
+    before) is the same line, from any storage call that the search makes.
+    """
+    spec = spec_in(tmp_path)
+    study = drive(spec, batches=1)
+    damaged = damage_a_page(tmp_path / "study.db")
+    with (
+        pytest.raises(SearchError, match="is damaged") as refused,
+        storage_errors(spec["storage"]),
+    ):
+        start_trial(study, spec, 2, 2)
+    assert str(refused.value).startswith(f"the Optuna storage {spec['storage']} is damaged (")
+    assert not DESTRUCTIVE.search(str(refused.value))
+    assert (tmp_path / "study.db").read_bytes() == damaged
+
+
+def test_a_locked_storage_is_waited_for_then_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock that another process holds on the storage: waited for (longer than sqlite3's
+    own 5 s), at the opening and at a later call; held past the search's wait, one line that
+    names the storage and the other process, nothing written. Once it is released, the
+    study goes on as if never stopped: nothing lost or doubled.
+    """
+    uncut = outcome(drive(spec_in(tmp_path / "uncut")))
+    spec = spec_in(tmp_path)
+    path = tmp_path / "study.db"
+    drive(spec, batches=1)
+    holder = hold_lock(path, HOLD_S)
+    study = open_study(spec, spec["parallel"], plan_of(CHARGPT))  # once the lock is released
+    assert holder.wait(timeout=HANG) == 0
+    assert [t.number for t in study.get_trials()] == [0, 1]
+
+    monkeypatch.setattr(search_study, "SQLITE_WAIT_S", 0.1)
+    held = path.read_bytes()
+    holder = hold_lock(path)
+    try:
+        with pytest.raises(SearchError) as refused:
+            open_study(spec, spec["parallel"], plan_of(CHARGPT))
+        assert str(refused.value).startswith(
+            f"the Optuna storage {spec['storage']} is locked by another process ("
+        )
+        assert "after 0.1 s" in str(refused.value) and "close it" in str(refused.value)
+    finally:
+        release(holder)
+    study = open_study(spec, spec["parallel"], plan_of(CHARGPT))
+    holder = hold_lock(path)
+    try:
+        with (
+            pytest.raises(SearchError, match="is locked by another process"),
+            storage_errors(spec["storage"]),
+        ):
+            start_trial(study, spec, 2, 2)
+        assert path.read_bytes() == held
+    finally:
+        release(holder)
+    assert outcome(drive(spec)) == uncut
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        (
+            "sqlite:////proc/nope/x.db",
+            "the Optuna storage sqlite:////proc/nope/x.db cannot be made: its folder "
+            "/proc/nope cannot be created (No such file or directory); set search.storage",
+        ),
+        ("folder", "cannot be opened (unable to open database file): "),
+        ("text", "is damaged (file is not a database): restore the file from a copy"),
+        (
+            "postgresql://search:secret@localhost/optuna",
+            "the Optuna storage postgresql://search:***@localhost/optuna needs the database "
+            "driver psycopg2, which is not installed: pip install psycopg2-binary",
+        ),
+        ("nosuchdb://host/optuna", "search.storage: nosuchdb://host/optuna is not a database"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_one_line(
+    tmp_path: Path, storage: str, message: str
+) -> None:
+    """A folder that cannot be made, a folder or another file in the storage's place, a
+    database driver missing (the URL's password not shown), a URL of no known database.
+    """
+    if storage == "folder":
+        (tmp_path / "study.db").mkdir()
+    if storage == "text":
+        (tmp_path / "study.db").write_text("not a database\n" * 500)
+    if storage.startswith("postgresql") and importlib.util.find_spec("psycopg2"):
+        pytest.skip("psycopg2 is installed here")
+    if "://" not in storage:
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+    before = files_under(tmp_path)
+    with pytest.raises(SearchError) as refused:
+        open_study({**SPEC, "storage": storage}, 2, plan_of(CHARGPT))
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value) and not DESTRUCTIVE.search(str(refused.value))
+    assert files_under(tmp_path) == before
+
+
+def test_a_results_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """The study's folder under results/, where its lock lives: a file in the way."""
+    (tmp_path / "results").write_text("a file, not a folder\n")
+    folder = tmp_path / "results" / "search" / "search"
+    refused = pytest.raises(SearchError, match=re.escape("search cannot be made (Not a direc"))
+    with refused, search.search_lock(folder):
+        pass
+
+
+def test_a_storage_that_fails_while_training_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pruning thread's storage call that fails while Snakemake runs: kept, not a
+    thread's traceback, and raised once Snakemake has ended, as one line.
+    """
+    monkeypatch.chdir(tmp_path)
+    text = tmp_path / "study.db"
+    text.write_text("not a database\n" * 500)
+    failed = threading.Event()
+
+    def check() -> None:  # the storage call of a pruning check, on a damaged file
+        failed.set()
+        with contextlib.closing(sqlite3.connect(text)) as connection:
+            connection.execute("SELECT * FROM trials")
+
+    def run_child(command: list[str]) -> tuple[int, str | None]:  # Snakemake meanwhile
+        assert failed.wait(HANG)
+        return 0, None
+
+    plan = plan_of(CHARGPT)
+    pruning = search.Pruning(None, SPEC, [1], 0, plan, lambda: Shown(plan.objective), lambda: None)
+    monkeypatch.setattr(pruning, "check", check)
+    monkeypatch.setattr(search, "POLL_S", 0.0)
+    monkeypatch.setattr(search.supervisor, "run_child", run_child)
+    url = f"sqlite:///{text}"
+    with (
+        pytest.raises(SearchError, match=re.escape("is damaged (file is not a database)")),
+        storage_errors(url),
+    ):
+        search.run_workflow(["snakemake"], pruning)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_search_without_optuna_is_one_line(tmp_path: Path) -> None:
+    """Without the packages of requirements-search.txt (optuna cannot be imported): one
+    line that says what to install, exit code 1, as a missing MLflow is.
+    """
+    blocked = (
+        "import runpy, sys\n"
+        "sys.modules['optuna'] = None  # import optuna fails\n"
+        f"sys.path.insert(0, {str(REPO / 'workflow' / 'scripts')!r})\n"
+        f"sys.argv = [{str(REPO / 'workflow' / 'scripts' / 'search.py')!r}]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("search.py: error: the search needs the optuna package (")
+    assert result.stderr.endswith(": pip install -r requirements-search.txt\n")
+    assert list(tmp_path.iterdir()) == [], "nothing was made"
 
 
 # -- on the real data --------------------------------------------------------------------------

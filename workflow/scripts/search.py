@@ -18,12 +18,20 @@ Run again after any stop, the same command continues: the study is read back fro
 storage, the batch that was cut is finished (Snakemake finds what is up to date, training
 resumes from its checkpoint) and the rest asked as before. Snakemake runs as a child that
 dies with this process, in a process group that dies with it (supervisor.py); a Snakemake
-killed outright leaves its lock, which is lifted when no other Snakemake works here.
+killed outright leaves its lock, which the next one lifts when no other Snakemake works
+here (workflow/rules/common.smk).
+
+The study's storage (search_study.py: open_study) is checked before anything is written to
+it; one that is damaged, locked by another process for longer than SQLITE_WAIT_S, cannot be
+made or reached, or lacks its driver, at its opening or at any later call, ends the search
+with one line that names it and the fix (restore it from a copy, close the other process,
+install the driver), having written nothing to a damaged one: run the same command again
+once it is fixed, and the search goes on with every trial it had.
 
 Exit codes: 0 when every trial is finished; 2 for a bad spec or command line (one line,
-before any job); 1 when the search cannot go on (one line: a study made by another spec,
-a Snakemake that failed before the trials ran); 128 + N after signal N, or when Snakemake
-was ended by signal N.
+before any job); 1 when the search cannot go on (one line: Optuna not installed, a study
+made by another spec, a storage that fails, a Snakemake that failed before the trials
+ran); 128 + N after signal N, or when Snakemake was ended by signal N.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ import fcntl
 import json
 import math
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -43,8 +50,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:  # the search's own packages (requirements-search.txt), which the workflow lacks
+    import optuna  # noqa: F401
+except ImportError as missing:
+    raise SystemExit(
+        f"{Path(__file__).name}: error: the search needs the optuna package ({missing}): "
+        "pip install -r requirements-search.txt"
+    ) from None
 import jsonschema
-import psutil
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -64,7 +77,15 @@ from search_spec import (
     trial_run,
     with_defaults,
 )
-from search_study import RUN_ATTR, batch_numbers, live, open_study, prune_here, start_trial
+from search_study import (
+    RUN_ATTR,
+    batch_numbers,
+    live,
+    open_study,
+    prune_here,
+    start_trial,
+    storage_errors,
+)
 from search_summary import PRUNED_ATTR, REASON_ATTR, SEEDS_ATTR, write_summary
 from search_trials import (
     check_space_values,
@@ -199,32 +220,8 @@ def snakemake_command(cores: str, extra: list[str], parallel: int, wanted: list[
 # -- Snakemake as a child ------------------------------------------------------------------
 
 
-def is_snakemake(command: list[str]) -> bool:
-    return command[1:3] == ["-m", "snakemake"] or any(
-        Path(part).name == "snakemake" for part in command[:2]
-    )
-
-
-def lift_stale_lock() -> None:
-    """Lift the lock that a Snakemake killed outright left (`snakemake --unlock`), unless
-    a Snakemake works in this folder: then its lock stands, and Snakemake says so.
-    """
-    locks = Path(".snakemake/locks")
-    if not locks.is_dir() or not any(locks.iterdir()):
-        return
-    here = Path.cwd().resolve()
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        command, cwd = process.info["cmdline"] or [], process.info["cwd"]
-        if cwd and Path(cwd) == here and is_snakemake(command):
-            return
-    subprocess.run(
-        [sys.executable, "-m", "snakemake", "--unlock"], capture_output=True, check=False
-    )
-
-
 def run_workflow(command: list[str], pruning: Pruning | None) -> int:
     """Run Snakemake (dying with this process), with the pruning thread meanwhile."""
-    lift_stale_lock()
     done = threading.Event()
     watcher = threading.Thread(target=pruning.watch, args=(done,)) if pruning else None
     if watcher:
@@ -237,13 +234,20 @@ def run_workflow(command: list[str], pruning: Pruning | None) -> int:
             watcher.join()
     if error is not None:
         raise Stopped(f"{error}; run the search again to resume", code)
+    if pruning and pruning.failure:
+        raise pruning.failure  # the storage's, say: main says it in one line
     return code
 
 
 @contextlib.contextmanager
 def search_lock(folder: Path) -> Iterator[None]:
     """One search of a study at a time (the kernel frees the lock however this ends)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SearchError(
+            f"{folder} cannot be made ({error.strerror}): make results/ writable"
+        ) from None
     with (folder / ".lock").open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -276,6 +280,7 @@ class Pruning:
         self.running: dict[int, str] = {}  # trial number -> run
         self.pruned: dict[int, str] = {}
         self.judged: dict[int, int] = {}  # the last step judged, by trial
+        self.failure: Exception | None = None  # what stopped the thread (watch)
 
     def check(self) -> None:
         """Judge each new step of each running trial; stop what was pruned."""
@@ -304,8 +309,14 @@ class Pruning:
         return True
 
     def watch(self, done: threading.Event) -> None:
-        while not done.wait(POLL_S):
-            self.check()
+        """Check every POLL_S until `done`; what fails (the storage, say) stops the
+        watching and is kept for the search to raise once Snakemake has ended.
+        """
+        try:
+            while not done.wait(POLL_S):
+                self.check()
+        except Exception as error:  # raised again in the main thread: run_workflow
+            self.failure = error
 
 
 # -- the search ----------------------------------------------------------------------------
@@ -460,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.print_error(PROG, str(error))
         return 2
     try:
-        with search_lock(study_dir(spec)):
+        with search_lock(study_dir(spec)), storage_errors(storage_url(spec)):
             study = open_study(spec, parallel, plan)
             Search(study, config, spec, plan, parallel, args.cores, extra).run()
     except SearchError as error:

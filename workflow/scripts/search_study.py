@@ -17,17 +17,29 @@ The study optimises the plan's objective in the plan's direction (SearchPlan), w
 storage keeps with the spec that made the study (spec_record): a search run again for
 another objective or direction, or with another space, seed or batch size, is refused
 rather than mixed into the study. Every decision reads the direction of the stored study.
+
+The storage is opened with care (open_storage): an SQLite file is checked whole before
+anything is written to it, and a lock that another process holds on it is waited for
+SQLITE_WAIT_S. A storage that fails, at its opening or at any later call (storage_errors),
+is one line (SearchError) that names it (without its password), says what is wrong with
+it (damaged, locked by another process, its folder cannot be made, its driver missing, its
+server unreachable) and a fix that keeps every finished trial (restore it from a copy, wait
+or close the other process, install the driver): never removing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from search_spec import SearchError, SearchPlan, storage_url, trial_name, with_defaults
 
@@ -35,8 +47,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPEC_ATTR = "chargpt.spec"
 RUN_ATTR = "run"
-SQLITE = "sqlite:///"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# How long a call waits for a lock that another process holds on an SQLite storage (its
+# busy timeout) before the search stops with one line.
+SQLITE_WAIT_S = 60.0
+# What a storage raises when it fails, at any call.
+STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
+# The pip package of a database driver, where its module is named otherwise.
+DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
 
 
 def spec_record(search: dict[str, Any], parallel: int, plan: SearchPlan) -> dict[str, Any]:
@@ -60,44 +78,200 @@ def direction_of(study: optuna.Study) -> str:
 
 def open_study(search: dict[str, Any], parallel: int, plan: SearchPlan) -> optuna.Study:
     """The study (created on first use, in the plan's direction), refused when it was made
-    by another spec or for another objective or direction.
+    by another spec or for another objective or direction, or when its storage fails.
     """
     spec = with_defaults(search)
     url = storage_url(search)
-    if url.startswith(SQLITE):
-        Path(url.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
-    try:
+    shown = shown_url(url)
+    with storage_errors(url):
         study = optuna.create_study(
-            storage=url,
+            storage=open_storage(url),
             study_name=spec["study"],
             direction=plan.direction,  # a stored study keeps its own: checked below
             # Never draws: every value is fixed before its trial starts (start_trial).
             sampler=optuna.samplers.RandomSampler(seed=0),
             load_if_exists=True,
         )
-    except (SQLAlchemyError, ValueError, ImportError) as error:
-        detail = str(error).splitlines()[0]
-        raise SearchError(f"search.storage: cannot open {url}: {detail}") from None
-    wanted = spec_record(search, parallel, plan)
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None and study.trials:
-        raise SearchError(
-            f"search: the study {spec['study']!r} in {url} was not made by this search; "
-            "name another (search.study) or another storage"
-        )
-    # What made the study: its record (one written before the search read the plan's
-    # objective lacks it: it was made for this one), in the direction that Optuna stores.
-    made = {"objective": plan.objective, **(stored or wanted), "direction": direction_of(study)}
-    if made != wanted:
-        key = next(k for k in wanted if made.get(k) != wanted[k])
-        raise SearchError(
-            f"search: the study {spec['study']!r} in {url} was made with {key} "
-            f"{made.get(key)!r}, now {wanted[key]!r}; restore it, or name a new study "
-            "(search.study) to search again"
-        )
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, wanted)
+        wanted = spec_record(search, parallel, plan)
+        stored = study.user_attrs.get(SPEC_ATTR)
+        if stored is None and study.trials:
+            raise SearchError(
+                f"search: the study {spec['study']!r} in {shown} was not made by this search; "
+                "name another (search.study) or another storage"
+            )
+        # What made the study: its record (one written before the search read the plan's
+        # objective lacks it: it was made for this one), in the direction that Optuna stores.
+        made = {"objective": plan.objective, **(stored or wanted), "direction": direction_of(study)}
+        if made != wanted:
+            key = next(k for k in wanted if made.get(k) != wanted[k])
+            raise SearchError(
+                f"search: the study {spec['study']!r} in {shown} was made with {key} "
+                f"{made.get(key)!r}, now {wanted[key]!r}; restore it, or name a new study "
+                "(search.study) to search again"
+            )
+        if stored is None:
+            study.set_user_attr(SPEC_ATTR, wanted)
     return study
+
+
+# -- the storage ---------------------------------------------------------------------------
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite storage URL; None for another database or an in-memory one."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def shown_url(url: str) -> str:
+    """The URL as messages show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`. An SQLite file gets its folder made, is checked whole
+    before Optuna writes to it (it creates its tables), and waits SQLITE_WAIT_S at each call
+    for a lock that another process holds.
+    """
+    path = sqlite_file(url)
+    engine_kwargs: dict[str, Any] = {}
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SearchError(
+                f"the Optuna storage {shown_url(url)} cannot be made: its folder {path.parent} "
+                f"cannot be created ({error.strerror}); set search.storage to a file in a "
+                "folder that you can write"
+            ) from None
+        if path.exists():
+            check_whole(url, path)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_WAIT_S}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as error:
+        raise missing_driver(url, error) from None
+    except (ValueError, RuntimeError) as error:  # a URL Optuna refuses; another schema
+        raise SearchError(
+            f"the Optuna storage {shown_url(url)} cannot be used: {first_line(error)}"
+        ) from None
+
+
+def check_whole(url: str, path: Path) -> None:
+    """SQLite's integrity check of the file, which reads every page and writes none."""
+    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_WAIT_S)) as connection:
+        problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+    if problems != ["ok"]:
+        raise damaged(url, f"integrity check: {problems[0]}")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn a failure of the storage at `url`, at any call within, into one line."""
+    try:
+        yield
+    except STORAGE_FAILURES as error:
+        raise storage_failure(url, error) from None
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from, outermost first (a database driver's own
+    error, which SQLAlchemy keeps as `orig`, included).
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and not any(current is seen for seen in chain):
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            current = orig
+        else:
+            current = current.__cause__ or current.__context__
+    return chain
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def damaged(url: str, detail: str) -> SearchError:
+    return SearchError(
+        f"the Optuna storage {shown_url(url)} is damaged ({detail}): restore the file from a "
+        "copy, then run the search again; or search anew under another search.study (and "
+        "search.storage, if set)"
+    )
+
+
+def missing_driver(url: str, error: BaseException) -> SearchError:
+    missing = next((e for e in causes(error) if isinstance(e, ImportError) and e.name), None)
+    if missing is None:
+        return SearchError(f"the Optuna storage {shown_url(url)}: {first_line(error)}")
+    module = (missing.name or "").split(".")[0]
+    return SearchError(
+        f"the Optuna storage {shown_url(url)} needs the database driver {module}, which is "
+        f"not installed: pip install {DRIVERS.get(module, module)}, or use an sqlite:/// "
+        "storage"
+    )
+
+
+def storage_failure(url: str, error: BaseException) -> SearchError:
+    """One line for a failure of the storage at `url`: what is wrong with it, and the fix."""
+    chain = causes(error)
+    shown = shown_url(url)
+    if any(isinstance(e, ImportError) for e in chain):
+        return missing_driver(url, error)
+    if any(isinstance(e, ArgumentError) for e in chain):  # also an unknown database's name
+        return SearchError(
+            f"search.storage: {shown} is not a database URL ({first_line(chain[-1])}): give "
+            "sqlite:///<file> or another SQLAlchemy URL"
+        )
+    driver = next((e for e in chain if isinstance(e, sqlite3.Error)), None)
+    detail = first_line(chain[-1])
+    if driver is None:  # another database: its server
+        if any(isinstance(e, (OperationalError, InterfaceError)) for e in chain):
+            return SearchError(
+                f"the Optuna storage {shown} cannot be reached ({detail}): start its "
+                "database server, or correct search.storage"
+            )
+        return SearchError(f"the Optuna storage {shown} failed ({detail}); run the search again")
+    code = getattr(driver, "sqlite_errorname", "") or ""
+    detail = first_line(driver)
+    path = sqlite_file(url)
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return damaged(url, detail)
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return SearchError(
+            f"the Optuna storage {shown} is locked by another process ({detail}, after "
+            f"{SQLITE_WAIT_S:g} s): let that process finish, or close it (a notebook, "
+            "optuna-dashboard, another search of this storage), then run the search again"
+        )
+    if code.startswith("SQLITE_CANTOPEN"):
+        return SearchError(
+            f"the Optuna storage {shown} cannot be opened ({detail}): {path} must be a "
+            "file (or absent) in a folder that you can read and write; or set search.storage"
+        )
+    if code.startswith(("SQLITE_READONLY", "SQLITE_PERM")):
+        return SearchError(
+            f"the Optuna storage {shown} cannot be written ({detail}): make {path} and its "
+            "folder writable, then run the search again"
+        )
+    if code.startswith("SQLITE_FULL"):
+        return SearchError(
+            f"the Optuna storage {shown} cannot be written ({detail}): free space on its "
+            "disk, then run the search again"
+        )
+    return SearchError(
+        f"the Optuna storage {shown} failed ({detail}): run the search again; if it fails "
+        "again, restore the file from a copy"
+    )
 
 
 def batch_numbers(start: int, parallel: int, trials: int) -> range:
