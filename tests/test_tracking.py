@@ -170,6 +170,197 @@ def test_without_mlflow_the_error_says_what_to_install(monkeypatch: pytest.Monke
         track.import_mlflow()
 
 
+def test_a_server_without_its_database_driver_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in track.MLFLOW_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # `import psycopg2` raises ImportError
+    server = "postgresql://mlflow@127.0.0.1:9/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    inputs, outputs, params = fake_run(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        track.main(inputs, outputs, params)
+    assert str(stopped.value) == (
+        f"error: MLflow tracking at {server} needs the module psycopg2, which is not installed: "
+        "pip install psycopg2-binary, then run snakemake again; the training results are "
+        "untouched"
+    )
+    assert not Path(outputs.tracking).exists()
+
+
+# -- the local store's failures, each in a job of its own as Snakemake runs it -------------
+
+# main() in a process of its own (SQLite's locks are a process's), waiting `wait_s` for a lock.
+JOB = """
+import json, sys, types
+import track
+track.SQLITE_WAIT_S = float(sys.argv[1])
+track.main(*(types.SimpleNamespace(**fields) for fields in json.loads(sys.argv[2])))
+"""
+# A process that holds a lock on the SQLite file argv[1] until its stdin closes: a writer's
+# (exclusive), or a reader's (shared: a read in a transaction left open, as a notebook does).
+HOLD = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE" if sys.argv[2] == "writer" else "BEGIN")
+connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+print("held", flush=True)
+sys.stdin.read()
+connection.rollback()
+"""
+
+
+def track_job(
+    inputs: SimpleNamespace, outputs: SimpleNamespace, params: SimpleNamespace, wait_s: float = 1
+) -> subprocess.CompletedProcess[str]:
+    """The track job of a fake_run, into its local store, as the rule runs it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(track.__file__).parent)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    fields = json.dumps([vars(inputs), vars(outputs), vars(params)])
+    command = [sys.executable, "-c", JOB, str(wait_s), fields]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@contextlib.contextmanager
+def lock_held(store: Path, kind: str) -> Iterator[None]:
+    """Another process holding a `kind` ("writer" or "reader") lock on `store` in the block."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(store), kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin and holder.stdout
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.stdin.close()  # the holder rolls back and ends
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+
+
+def runs_by_key(store: Path) -> dict[str, list[Any]]:
+    """Every MLflow run in `store`, deleted ones too, by key."""
+    mlflow = track.import_mlflow()
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("chargpt").experiment_id
+    everything = mlflow.entities.ViewType.ALL
+    by_key: dict[str, list[Any]] = {}
+    for run in client.search_runs([experiment], run_view_type=everything):
+        by_key.setdefault(run.data.tags[track.KEY_TAG], []).append(run)
+    return by_key
+
+
+def the_error(job: subprocess.CompletedProcess[str]) -> str:
+    """The job's one line on stderr, after it failed."""
+    assert job.returncode == 1, job.stderr
+    (line,) = job.stderr.splitlines()  # no MLflow log lines, no traceback
+    return line
+
+
+def seed_of(
+    inputs: SimpleNamespace, outputs: SimpleNamespace, params: SimpleNamespace, seed: int
+) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
+    """The same fake run as another seed: its own key and tracking.json."""
+    tracking = Path(outputs.tracking).with_name(f"tracking{seed}.json")
+    return (
+        inputs,
+        SimpleNamespace(tracking=str(tracking)),
+        SimpleNamespace(**{**vars(params), "seed": str(seed)}),
+    )
+
+
+@pytest.mark.parametrize("holder", ["writer", "reader"])
+def test_a_store_locked_by_another_process_stops_the_job_in_one_line_then_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holder: str
+) -> None:
+    """Another process holds a lock on the store (a writer's, or a reader's left open): the
+    job waits its bounded time, then stops with one line and leaves the store as it was;
+    with the lock gone the same job logs its run, and the store holds each run once.
+    """
+    job = fake_run(tmp_path)
+    other = seed_of(*job, seed=2)  # a run tracked before
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    track.main(*other)
+    store = Path(job[2].store)
+    before = store.read_bytes()
+    with lock_held(store, holder):
+        locked = track_job(*job)
+    assert the_error(locked) == (
+        f"error: the MLflow store {store} is locked by another process (database is locked; "
+        "waited 1 s): let that process finish, or close it (an sqlite3 shell, a notebook, "
+        "mlflow ui), then run snakemake again; the training results are untouched"
+    )
+    assert store.read_bytes() == before and not Path(job[1].tracking).exists()
+    track.main(*job)  # the same job, the lock gone
+    runs = runs_by_key(store)
+    assert sorted(runs) == [f"{RUN}/seed1", f"{RUN}/seed2"]
+    assert all(len(logged) == 1 for logged in runs.values())  # none left over or deleted
+    (seed1,) = runs[f"{RUN}/seed1"]
+    assert seed1.info.run_id == read_json(Path(job[1].tracking))["run_id"]
+    assert seed1.info.status == "FINISHED" and seed1.data.metrics["eval/bits_per_char"] == 3.2
+    (seed2,) = runs[f"{RUN}/seed2"]
+    assert seed2.info.run_id == read_json(Path(other[1].tracking))["run_id"]
+
+
+def overwrite_page(store: Path, page: int) -> None:
+    """SQLite page `page` (from 1) of `store`, every byte 0xff."""
+    size = 4096  # MLflow's stores: SQLite's default page size
+    with store.open("r+b") as file:
+        file.seek((page - 1) * size)
+        file.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("damage", ["not a database", "a page overwritten"])
+def test_a_damaged_store_stops_the_job_in_one_line_and_is_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    job = fake_run(tmp_path)
+    store = Path(job[2].store)
+    if damage == "not a database":
+        store.parent.mkdir()
+        store.write_bytes(b"\x00garbage\xff" * 1000)
+    else:  # a store with a run, then one of its pages
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        track.main(*seed_of(*job, seed=2))
+        overwrite_page(store, 2)
+    before = store.read_bytes()
+    line = the_error(track_job(*job))
+    assert line.startswith(f"error: the MLflow store {store} is damaged (")
+    assert line.endswith(
+        f"): restore the file from a copy and run snakemake again, or move it aside (mv {store} "
+        f"{store}.damaged) and run snakemake --forcerun track to log every run into a new "
+        "store; the training results are untouched"
+    )
+    assert store.read_bytes() == before and not Path(job[1].tracking).exists()
+
+
+def test_a_store_whose_folder_cannot_be_made_stops_the_job_in_one_line(tmp_path: Path) -> None:
+    job = fake_run(tmp_path)
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("a file where the store's folder goes\n", encoding="utf-8")
+    store = Path(job[2].store)
+    assert the_error(track_job(*job)) == (
+        f"error: the MLflow store {store} cannot be made: its folder {in_the_way} cannot be "
+        "created (it is a file); make it a folder that you can write, or set "
+        "MLFLOW_TRACKING_URI to another store, then run snakemake again; the training "
+        "results are untouched"
+    )
+    assert in_the_way.read_text(encoding="utf-8") == "a file where the store's folder goes\n"
+
+
+def test_an_empty_store_file_is_a_new_store(tmp_path: Path) -> None:
+    job = fake_run(tmp_path)
+    store = Path(job[2].store)
+    store.parent.mkdir()
+    store.touch()
+    assert track_job(*job).returncode == 0
+    (only,) = runs_by_key(store)[f"{RUN}/seed1"]
+    assert only.info.run_id == read_json(Path(job[1].tracking))["run_id"]
+
+
 # -- end to end ----------------------------------------------------------------------
 
 

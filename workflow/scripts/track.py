@@ -10,6 +10,12 @@ unless MLFLOW_TRACKING_URI names another (a team server). Each MLflow run carrie
 KEY_TAG, "<run>/seed<seed>": a rerun of a (run, seed) logs a new MLflow run, then deletes
 the older ones with its key.
 
+An SQLite store is checked before MLflow touches it (check_sqlite_store): its folder made,
+a lock that another process holds on it waited for SQLITE_WAIT_S, then the file checked
+whole; it is only read. A store that fails, then or while logging, is one line that names
+it, says what is wrong with it (locked, damaged, cannot be made or opened or written, its
+server unreachable, its driver missing) and the fix, which never removes a logged run.
+
 mlflow is imported here alone (requirements-tracking.txt): the rest of the workflow runs
 without it.
 
@@ -19,7 +25,9 @@ No `from __future__` import: Snakemake puts its preamble above the script's firs
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +52,13 @@ MLFLOW_ENV = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
 }
+# How long the job waits for a lock that another process holds on an SQLite store (SQLite's
+# busy timeout) before it stops with one line.
+SQLITE_WAIT_S = 60.0
+SQLITE = "sqlite:///"
+# The pip package of a database driver, where its module is named otherwise.
+DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
+UNTOUCHED = "the training results are untouched"
 
 
 # -- what is logged ------------------------------------------------------------------
@@ -143,6 +158,142 @@ def store_location(params: Any) -> tuple[str, str | None]:
     return f"sqlite:///{local}", Path(params.artifacts).resolve().as_uri()
 
 
+# -- the store -----------------------------------------------------------------------
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file of an SQLite tracking URI (sqlite:///<path>); None for a server."""
+    if not uri.startswith(SQLITE):
+        return None
+    path = uri.removeprefix(SQLITE).split("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def make_store_folder(path: Path) -> None:
+    """The folder of the SQLite store `path`, made if it is missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = error.strerror
+        if in_the_way is not None:
+            reason = "it is a file" if in_the_way == path.parent else f"{in_the_way} is a file"
+        raise SystemExit(
+            f"error: the MLflow store {path} cannot be made: its folder {path.parent} cannot "
+            f"be created ({reason}); make it a folder that you can write, or set "
+            f"MLFLOW_TRACKING_URI to another store, then run snakemake again; {UNTOUCHED}"
+        ) from None
+
+
+def check_sqlite_store(path: Path) -> None:
+    """Before MLflow writes to the SQLite store `path`: wait up to SQLITE_WAIT_S for every
+    other process to let go of it (an exclusive lock), then check it whole (SQLite's quick
+    check reads every page). Nothing is written; a missing file is a new store, made by
+    MLflow.
+    """
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(
+            sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=rw",  # never creates the file
+                uri=True,
+                timeout=SQLITE_WAIT_S,
+                isolation_level=None,  # transactions as written below
+            )
+        ) as connection:
+            connection.execute("BEGIN EXCLUSIVE")  # closing the connection rolls it back
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    except sqlite3.Error as error:
+        raise sqlite_failure(path, error, f"{error}; waited {SQLITE_WAIT_S:g} s") from None
+    if problems != ["ok"]:  # the first problem, after its "*** in database main ***" line
+        raise damaged(path, f"quick check: {one_line(problems[0].split('***')[-1])}")
+
+
+def damaged(path: Path, detail: str) -> SystemExit:
+    return SystemExit(
+        f"error: the MLflow store {path} is damaged ({detail}): restore the file from a copy "
+        f"and run snakemake again, or move it aside (mv {path} {path}.damaged) and run "
+        f"snakemake --forcerun track to log every run into a new store; {UNTOUCHED}"
+    )
+
+
+def sqlite_failure(path: Path, error: sqlite3.Error, locked_detail: str = "") -> SystemExit:
+    """One line for the SQLite error `error` of the store `path`: what is wrong, the fix."""
+    code = getattr(error, "sqlite_errorname", "")
+    detail = one_line(error)
+    store = f"error: the MLflow store {path}"
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return damaged(path, detail)
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return SystemExit(
+            f"{store} is locked by another process ({locked_detail or detail}): let that "
+            "process finish, or close it (an sqlite3 shell, a notebook, mlflow ui), then run "
+            f"snakemake again; {UNTOUCHED}"
+        )
+    if code.startswith("SQLITE_CANTOPEN"):
+        return SystemExit(
+            f"{store} cannot be opened ({detail}): it must be an SQLite file, or absent, in a "
+            f"folder that you can write; fix that, then run snakemake again; {UNTOUCHED}"
+        )
+    if code.startswith(("SQLITE_READONLY", "SQLITE_PERM")):
+        return SystemExit(
+            f"{store} cannot be written ({detail}): make it and its folder writable, then run "
+            f"snakemake again; {UNTOUCHED}"
+        )
+    if code.startswith("SQLITE_FULL"):
+        return SystemExit(
+            f"{store} cannot be written ({detail}): free space on its disk, then run "
+            f"snakemake again; {UNTOUCHED}"
+        )
+    return SystemExit(
+        f"{store} failed ({detail}): run snakemake again; if it fails again, check the file "
+        f"(sqlite3 {path} 'PRAGMA integrity_check'); {UNTOUCHED}"
+    )
+
+
+def sqlite_cause(error: BaseException) -> sqlite3.Error | None:
+    """The SQLite error behind `error` (SQLAlchemy keeps it as `orig`, MLflow as a cause)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and not any(current is e for e in seen):
+        if isinstance(current, sqlite3.Error):
+            return current
+        seen.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return None
+
+
+def one_line(what: BaseException | str) -> str:
+    """`what` on one line: its words, each run of white space one space."""
+    return " ".join(str(what).split()) or repr(what)
+
+
+def store_failure(uri: str, error: BaseException) -> SystemExit:
+    """One line for a failure of the store at `uri` while MLflow logs to it."""
+    path = sqlite_file(uri)
+    if isinstance(error, ImportError) and error.name:
+        module = error.name.split(".")[0]
+        return SystemExit(
+            f"error: MLflow tracking at {uri} needs the module {module}, which is not "
+            f"installed: pip install {DRIVERS.get(module, module)}, then run snakemake "
+            f"again; {UNTOUCHED}"
+        )
+    if path is None:
+        return SystemExit(
+            f"error: MLflow tracking at {uri} failed: {one_line(error)}; {UNTOUCHED}; set "
+            "MLFLOW_TRACKING_URI to a reachable server, or unset it for the local store, and "
+            "run snakemake again"
+        )
+    cause = sqlite_cause(error)
+    if cause is not None:
+        return sqlite_failure(path, cause)
+    return SystemExit(
+        f"error: MLflow tracking into the store {path} failed ({one_line(error)}): run "
+        f"snakemake again; {UNTOUCHED}"
+    )
+
+
 # -- MLflow --------------------------------------------------------------------------
 
 
@@ -157,7 +308,18 @@ def import_mlflow() -> Any:
             "error: `tracking: mlflow` needs the mlflow package: "
             "pip install -r requirements-tracking.txt"
         ) from None
+    # Its ERROR line and traceback on each failed database call, and its warnings while it
+    # retries: the failure reaches main(), which says it in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return mlflow
+
+
+def store_failures() -> tuple[type[BaseException], ...]:
+    """What a store raises when it fails (SQLAlchemy comes with mlflow)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError, ImportError)
 
 
 @contextlib.contextmanager
@@ -215,17 +377,18 @@ def main(inputs: Any, outputs: Any, params: Any) -> dict[str, str]:
     mlflow = import_mlflow()
     record = read_record(inputs, params)
     uri, artifacts = store_location(params)
+    local = sqlite_file(uri)
+    if local is not None:
+        make_store_folder(local)
     try:
         with one_job_at_a_time(Path(params.store).with_suffix(".lock")):
+            if local is not None:
+                check_sqlite_store(local)
             client = mlflow.MlflowClient(uri)
             experiment = experiment_id(client, params.experiment, artifacts)
             run_id = log_run(mlflow, client, experiment, record, inputs)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        raise SystemExit(
-            f"error: MLflow tracking at {uri} failed: {' '.join(str(error).split())}; "
-            "the training results are untouched; set MLFLOW_TRACKING_URI to a reachable "
-            "server, or unset it for the local store, and run snakemake again"
-        ) from None
+    except store_failures() as error:
+        raise store_failure(uri, error) from None
     tracked = {
         "run_id": run_id,
         "experiment": params.experiment,
