@@ -4,18 +4,33 @@
 # workflow/scripts) and reads JSON; none imports plan code. See README.md for the rerun
 # table.
 
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version
 
 min_version("9.0")
 
-
-configfile: "config/config.yaml"
-
-
+CONFIG = "config/config.yaml"
 SCHEMA = "workflow/schemas/config.schema.yaml"
+sys.path.insert(0, "workflow/scripts")
+import config_checks
+
+# Snakemake's own message for a config file that it cannot read names no file, line or
+# column. (It reads a --configfile before this file runs: its own message stands there.)
+if unreadable := config_checks.file_problem(CONFIG):
+    raise WorkflowError(unreadable)
 
 
-validate(config, SCHEMA)
+configfile: CONFIG
+
+
+# Values given with --config as a config file would give them (Snakemake hands list and
+# mapping items over as strings), then the schema: its first refusal is one line.
+CONFIG_SCHEMA = config_checks.read_schema(SCHEMA)
+COMMAND_LINE = workflow.config_settings  # .config: what --config gave; .config_args: its text
+config_checks.retype_command_line(config, COMMAND_LINE.config, CONFIG_SCHEMA)
+if refused := config_checks.config_problem(config, CONFIG_SCHEMA, COMMAND_LINE):
+    raise WorkflowError(refused)
 
 
 container: config["container"]

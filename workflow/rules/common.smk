@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import psutil
-import yaml
+from snakemake.io import PeriodicityDetector
 
 # One folder per (run, seed): every file of that run lives under it. The prepared data lives
 # in one folder per distinct data configuration, shared by the runs that have it.
@@ -20,11 +20,12 @@ RESULTS = "results"
 PLAN_DIR = config["plan"]  # the plan folder: its run.py runs every stage
 RUN = "results/{run}/seed{seed}"
 DATA = "results/data/{key}"
-with open(SCHEMA, encoding="utf-8") as schema:
-    RUN_NAME = yaml.safe_load(schema)["$defs"]["run_name"]["pattern"]
+RUN_NAME_SCHEMA = CONFIG_SCHEMA["$defs"]["run_name"]  # the Snakefile read SCHEMA
+RUN_NAME = RUN_NAME_SCHEMA["pattern"]
 SCRIPTS = Path("workflow/scripts")
 sys.path.insert(0, str(SCRIPTS))
 import resolve
+import supervisor
 from search_spec import SearchError, trial_runs
 from sweep import SweepError, sweep_runs
 
@@ -52,6 +53,39 @@ GPU_JOB_THREADS = max(
 )
 
 
+# What to change where a name does not fit, by where the name comes from.
+RENAME = {
+    "runs": "rename it",
+    "sweep": "set a shorter sweep.prefix, or sweep fewer keys",
+    "search": "set a shorter search.study",
+}
+
+
+def check_run_names(source, names):
+    """Stop, in one line, at a run name (of `source`: runs, sweep or search) that is no
+    folder name under results/ or no value of Snakemake's `run` wildcard: the schema's
+    run_name (its pattern and its maxLength, room for every name made of it), and no
+    ending of one piece repeated 20 times, which Snakemake takes for a loop of jobs (its
+    PeriodicWildcardError, in the middle of planning them).
+    """
+    limit = RUN_NAME_SCHEMA["maxLength"]
+    periodic = PeriodicityDetector()
+    for name in names:
+        shown = name if len(name) <= 40 else f"{name[:40]}..."
+        if len(name) > limit:
+            problem = f"is {len(name)} characters long, more than {limit}"
+        elif not re.fullmatch(RUN_NAME, name):
+            problem = f"does not match {RUN_NAME}"
+        elif piece := periodic.is_periodic(name):
+            problem = f"ends in {piece!r} repeated (Snakemake: a loop of jobs)"
+        else:
+            continue
+        raise WorkflowError(
+            f"{source}: the run name {shown} {problem}; {RENAME[source]} "
+            f"(run_name in {SCHEMA})"
+        )
+
+
 def configured_runs():
     """The runs listed under `runs:`, then those of the `sweep:`, then the trials of the
     `search:` that are training or complete (workflow/scripts/search.py), by name.
@@ -63,6 +97,8 @@ def configured_runs():
         searched = trial_runs(config.get("search"))
     except (SweepError, SearchError) as error:
         raise WorkflowError(str(error)) from None
+    for source, names in (("runs", listed), ("sweep", swept), ("search", searched)):
+        check_run_names(source, names)
     both = sorted(set(listed) & set(swept))
     if both:
         raise WorkflowError(
@@ -456,6 +492,43 @@ def stop_jobs_on_stop_signals():
         if previous != signal.SIG_IGN:
             then = previous if callable(previous) else signal.default_int_handler
             signal.signal(number, stopping_jobs_first(then))
+
+
+# A Snakemake killed outright (`kill -9`, a node that went down) leaves its lock behind; its
+# jobs end with it (supervisor.py: a job's wrapper stops the command when the job's
+# Snakemake has ended). So the next Snakemake lifts a lock that no Snakemake in this folder
+# holds, says so, and reruns the jobs left incomplete: training resumes from its checkpoint.
+# Locks of Snakemake's default (file) storage of its records, in the folder it runs in.
+LOCKS = Path(".snakemake/locks")
+
+
+def snakemake_runs_here():
+    """Whether another Snakemake (not this one) works in this folder."""
+    here = Path.cwd().resolve()
+    for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        info = process.info
+        if info["pid"] != os.getpid() and info["cwd"] and Path(info["cwd"]) == here:
+            if supervisor.is_snakemake(info["cmdline"] or []):
+                return True
+    return False
+
+
+def lift_stale_lock():
+    """Remove the lock files that no Snakemake holds any more (as `snakemake --unlock`)."""
+    stale = sorted(LOCKS.glob("*.lock")) if LOCKS.is_dir() else []
+    if stale and not snakemake_runs_here():
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        print(
+            f"Lifted the lock of a Snakemake that no longer runs here ({len(stale)} files in "
+            f"{LOCKS}): it was killed outright; its unfinished jobs run again, training "
+            "from its newest checkpoint",
+            file=sys.stderr,
+        )
+
+
+if workflow.is_main_process:
+    lift_stale_lock()
 
 
 onstart:

@@ -23,6 +23,7 @@ import yaml
 from harness.errors import one_line_errors
 from harness.io import write_text
 
+from config_checks import yaml_problem
 from report_plots import plot_gpu, plot_losses
 from report_sections import (
     baselines,
@@ -106,6 +107,8 @@ def build_report(inputs: Any, outputs: Any, params: Any) -> str:
         s: read_benchmark(path) for s, path in by_stage(inputs.benchmarks, ".tsv").items()
     }
     benchmarks = {s: b for s, b in benchmarks.items() if b}
+    if problem := yaml_problem(inputs.deviations):  # a YAML error: its line and column
+        raise SystemExit(f"error: {inputs.deviations} {problem}; fix it and run snakemake again")
     notes = yaml.safe_load(Path(inputs.deviations).read_text(encoding="utf-8"))
     passed = read_json(inputs.checks)["checks"]
     known = list(notes["known_issues"])

@@ -62,6 +62,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import supervisor
+from config_checks import file_problem
 from make_report import write_text
 from resolve import PlanError, declared_plan
 from search_spec import (
@@ -144,6 +145,8 @@ def load_config() -> dict[str, Any]:
     """config/config.yaml, checked against the schema; a bad search spec is one line."""
     if not (CONFIG.is_file() and SCHEMA.is_file()):
         raise SearchError(f"no {CONFIG}: run the search from the repository root")
+    if problem := file_problem(str(CONFIG)):  # a YAML error: its line and column
+        raise SearchError(problem)
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
     error = jsonschema.exceptions.best_match(
