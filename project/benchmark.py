@@ -1,14 +1,15 @@
 """The plan's speed benchmark in one command: what training, evaluation and sampling cost
 here.
 
-    python project/benchmark.py OUT_DIR [--device D] [--target-loss NATS]
+    python project/benchmark.py OUT_DIR [--device D] [--config FILE] [--target-loss NATS]
         [--time-cap-s S] [--variant-timeout-s S]        (--help: what each means, defaults)
 
 Writes OUT_DIR/bench.json and a readable OUT_DIR/bench.md, updated after each part; each
 command's output goes to OUT_DIR/logs/. A SIGTERM stops the running command with it. On
 CUDA it measures the plan's configuration; on the CPU the CPU preset, whose target runs
-last one epoch (about 2 minutes in all on 2 cores). Every figure comes from the project's
-own commands, each in a process of its own:
+last one epoch (about 2 minutes in all on 2 cores); --config FILE measures that file's
+settings over either (a model of your own sizes, a smaller one for a quick check). Every
+figure comes from the project's own commands, each in a process of its own:
 
 1. `run.py bench --variant V`, for every way to run the training step on this device: step
    time, characters a second, MFU, warm-up (compilation, graph capture), PyTorch's peak
@@ -130,7 +131,8 @@ def measure_variants(args: argparse.Namespace, work: Path, logs: Path) -> dict[s
     while queue:
         name = queue.pop(0)
         target = work / f"bench-{name}.json"
-        argv = [*RUN, "bench", "--device", args.device, "--out-dir", str(work)]
+        argv = [*RUN, "bench", *config_option(args), "--device", args.device]
+        argv += ["--out-dir", str(work)]
         command = Command(
             f"bench-{name}",
             [*argv, "--variant", name, "--bench", str(target)],
@@ -151,10 +153,15 @@ def measure_variants(args: argparse.Namespace, work: Path, logs: Path) -> dict[s
 # -- 2-4. training to the target, under the monitor, then evaluation and sampling ---------
 
 
+def config_option(args: argparse.Namespace) -> list[str]:
+    """run.py's --config FILE, where one was given (else the plan's, or the CPU preset)."""
+    return [] if args.config is None else ["--config", str(args.config.resolve())]
+
+
 def stage_options(args: argparse.Namespace, folder: Path, on_cuda: bool) -> list[str]:
     # The CPU preset would take hours to reach the plan's target: one epoch there.
     epochs = [] if on_cuda else ["--epochs", "1"]
-    return ["--device", args.device, "--out-dir", str(folder), *epochs]
+    return [*config_option(args), "--device", args.device, "--out-dir", str(folder), *epochs]
 
 
 def cold_compile(folder: Path) -> dict[str, str]:
@@ -428,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("out_dir", type=Path, help="where bench.json, bench.md and logs/ go")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a YAML file of the plan's keys that every command runs with (run.py --config)",
+    )
     parser.add_argument(
         "--target-loss", type=float, default=1.47, help="validation loss to reach, in nats"
     )

@@ -1,5 +1,6 @@
-"""The benchmark command end to end on the CPU (the CPU preset on the real text, a few
-minutes): every part measured, and the figures consistent with the runs they come from.
+"""The benchmark command end to end on the CPU (the tiny model of the workflow tests on the
+real text, `--config`): every part measured, and the figures consistent with the runs they
+come from.
 Speeds are only printed (bench.md), never asserted: they depend on what else the machine runs.
 """
 
@@ -16,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 from project import benchmark
-from workflow_runs import REPO, SHARED_DATA, workflow_env
+from workflow_runs import REPO, SHARED_DATA, TINY_CONFIG, workflow_env
 
 from make_report import read_json
 
-# Time limits that the benchmark's runs never reach, even on a busy machine (the target run,
+# Time limits that the benchmark's runs never reach, even on a busy machine (with the CPU preset,
 # one CPU epoch, takes about 2 minutes on 2 idle cores; one other CPU-heavy process made the
 # test suite 3 times slower): the runs always finish. A run the cap stops has its own test.
 NEVER_REACHED = ("--time-cap-s", "3600", "--variant-timeout-s", "1800")
@@ -29,7 +30,10 @@ NEVER_REACHED = ("--time-cap-s", "3600", "--variant-timeout-s", "1800")
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
+    tiny = out.parent / "tiny.yaml"
+    tiny.write_text(TINY_CONFIG, encoding="utf-8")
     command = [sys.executable, "project/benchmark.py", str(out), "--device", "cpu"]
+    command += ["--config", str(tiny)]
     result = subprocess.run(
         [*command, *NEVER_REACHED],
         cwd=REPO,
@@ -117,7 +121,7 @@ def test_a_target_run_stopped_at_its_cap_is_recorded_and_skips_the_stages(
     no error, nothing reached, and evaluation and sampling not run, each saying why.
     """
     monkeypatch.setenv("CHARGPT_DATA_MIRROR", str(SHARED_DATA))
-    args = argparse.Namespace(device="cpu", target_loss=1.47, time_cap_s=1.0)
+    args = argparse.Namespace(device="cpu", config=None, target_loss=1.47, time_cap_s=1.0)
     folder, logs = tmp_path / "plain", tmp_path / "logs"
     logs.mkdir()
     run = benchmark.train_to_target(args, {}, folder, logs, on_cuda=False, monitored=False)
