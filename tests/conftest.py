@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness.testing import small_tmpfs  # noqa: F401 (a fixture, offered here)
 from workflow_runs import CONSOLE, FAKE_GPUS, SWEEP, snakemake, tiny_repo, workflow_env
 
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 from harness.plan import Plan, load_plan
-from harness.testing import small_tmpfs  # noqa: F401 (a fixture, offered here)
 
 STAGES = "(gather.STAGE, fit.STAGE, score.STAGE)"
 

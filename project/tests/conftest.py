@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness.testing import small_tmpfs  # noqa: F401 (a fixture, offered here)
 
 from project.model.build import build_model
 from project.model.interface import LanguageModel
