@@ -7,7 +7,8 @@ also a command of its own, declared once (harness/stage.py): the config sections
 its files (`--best PATH`, ...; by default under --out-dir) and its own options;
 `run.py STAGE --help` lists them. A stage takes its configuration from the options or from
 `--stage-config FILE`, its sections as the workflow resolved them. `run.py config [options]`
-prints the resolved configuration without running anything.
+prints the resolved configuration without running anything; `run.py config --keys` every
+key of the plan's config, its default, type and what it does (harness/reference.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from harness.config import Resolved, add_arguments, resolve_arguments
 from harness.errors import ProjectError
 from harness.io import read_json
 from harness.plan import Plan, load_plan
+from harness.reference import render
 from harness.sections import ConfigError, build_config
 from harness.stage import (
     RESOLVED,
@@ -64,6 +66,12 @@ def parse_args(plan: Plan, argv: list[str]) -> argparse.Namespace:
             stage.options(everything)
     shown = commands.add_parser("config", help="print the resolved configuration, run nothing")
     add_arguments(shown, plan)
+    shown.add_argument(
+        "--keys",
+        action="store_true",
+        help="print every config key instead: its default (the plan's value), type and what "
+        "it does, as Markdown tables (the plan's part of config/README.md)",
+    )
     for stage in (*plan.stages, *plan.tools):
         command = commands.add_parser(stage.name, help=stage.help, description=stage.help)
         if argv[0] == stage.name:
@@ -138,11 +146,7 @@ def stage_config(plan: Plan, args: argparse.Namespace, sections: tuple[str, ...]
     """The sections a stage reads: from --stage-config, or resolved from the options."""
     if args.stage_config is None:
         return build_config(plan.config, resolve(plan, args).view(sections), sections)
-    chosen = [
-        name
-        for name in ("config", "epochs", "seed", "device", "data_source")
-        if getattr(args, name) is not None
-    ] + (["set"] if args.assignments else [])
+    chosen = chosen_options(args)
     if chosen:
         raise UsageError(f"--stage-config replaces --{', --'.join(chosen)}; pass one or the other")
     if not args.stage_config.is_file():
@@ -151,6 +155,15 @@ def stage_config(plan: Plan, args: argparse.Namespace, sections: tuple[str, ...]
         return build_config(plan.config, read_json(args.stage_config), sections)
     except ConfigError as error:
         raise ConfigError(f"{args.stage_config}: {error}") from None
+
+
+def chosen_options(args: argparse.Namespace) -> list[str]:
+    """The options that choose a configuration (add_arguments') given on the command line."""
+    return [
+        name
+        for name in ("config", "epochs", "seed", "device", "data_source")
+        if getattr(args, name) is not None
+    ] + (["set"] if args.assignments else [])
 
 
 def stage_records(resolved: Resolved, plan: Plan) -> dict[str, Any]:
@@ -178,6 +191,14 @@ def run_all(plan: Plan, args: argparse.Namespace) -> int:
 
 
 def show_config(plan: Plan, args: argparse.Namespace) -> int:
+    if args.keys:
+        chosen = chosen_options(args)
+        if chosen:
+            raise UsageError(
+                f"--keys lists the plan's keys and defaults; it takes no --{', --'.join(chosen)}"
+            )
+        print(render(plan), end="")
+        return 0
     resolved = resolve_arguments(plan, args)
     print(f"# source: {resolved.source}")
     print(yaml.safe_dump(resolved.raw, sort_keys=False, allow_unicode=True), end="")

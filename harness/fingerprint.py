@@ -1,11 +1,12 @@
 """Fingerprints of the source a stage runs, so that reruns follow what an edit means.
 
-A module's fingerprint is the SHA-256 of its syntax tree with the docstrings taken out:
-comments, docstrings, blank lines and formatting leave it unchanged; any edit that can
-change behaviour (a statement, a constant, a default argument, a decorator, `__all__`, an
-import) changes it. A stage's code is its module and every project module that it reaches
-through imports of any form (`import a.b`, `from a import b`, `from . import b`, inside
-functions too), with the packages on the way. Nothing is imported or run.
+A module's fingerprint is the SHA-256 of its syntax tree with the docstrings taken out
+(those of attributes too: a string alone under a class's field, as config fields document
+themselves): comments, docstrings, blank lines and formatting leave it unchanged; any edit
+that can change behaviour (a statement, a constant, a default argument, a decorator,
+`__all__`, an import) changes it. A stage's code is its module and every project module
+that it reaches through imports of any form (`import a.b`, `from a import b`, `from . import
+b`, inside functions too), with the packages on the way. Nothing is imported or run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,24 @@ DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def without_docstrings(tree: ast.Module) -> ast.Module:
-    """The tree with the docstring of the module and of every class and function removed."""
+    """The tree with the docstring of the module and of every class and function removed,
+    and in a class every other statement that is a string alone (an attribute's docstring).
+    """
     for node in ast.walk(tree):
         if isinstance(node, DOCUMENTED) and ast.get_docstring(node, clean=False) is not None:
             node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, ast.ClassDef):
+            node.body = [s for s in node.body if not is_string(s)] or [ast.Pass()]
     return tree
+
+
+def is_string(statement: ast.stmt) -> bool:
+    """Whether a statement is a string alone, which does nothing when it runs."""
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
 
 
 def module_digest(path: Path) -> str:

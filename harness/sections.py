@@ -2,7 +2,9 @@
 
 A plan declares its configuration as a frozen dataclass (`Plan.config`) whose fields are the
 top-level keys (`seed`, `device`, ...) and its sections (each a frozen dataclass with the
-plan's values as defaults and a `check()` that raises ConfigError). `build_config` turns a
+plan's values as defaults and a `check()` that raises ConfigError). Every field has a
+docstring, a string on the line below it that says what it does and its range
+(harness/reference.py makes the parameter reference of them). `build_config` turns a
 mapping into that dataclass, field by field: types follow the hints, unknown keys and wrong
 types are errors that name the key. A key the mapping lacks, as in a config or checkpoint
 written before the key existed, takes its default, and a warning says so. Needs only the

@@ -110,6 +110,23 @@ def test_comments_docstrings_and_formatting_leave_the_digest(tmp_path: Path, tex
     assert module_digest(write(tmp_path / "after.py", text)) == before
 
 
+FIELDS = "class Config:\n    lr: float = 1e-3  # the peak learning rate\n    epochs: int = 2\n"
+DOCUMENTED_FIELDS = (
+    'class Config:\n    """The run."""\n\n    lr: float = 1e-3\n    """The peak learning rate."""\n'
+    '    epochs: int = 2\n    """The full run."""\n'
+)
+
+
+def test_attribute_docstrings_leave_the_digest_and_the_fields_do_not(tmp_path: Path) -> None:
+    """A config field's docstring (a string alone below it) is a docstring too; a field's
+    default is code.
+    """
+    before = module_digest(write(tmp_path / "before.py", FIELDS))
+    assert module_digest(write(tmp_path / "after.py", DOCUMENTED_FIELDS)) == before
+    changed = DOCUMENTED_FIELDS.replace("epochs: int = 2", "epochs: int = 3")
+    assert module_digest(write(tmp_path / "changed.py", changed)) != before
+
+
 @pytest.mark.parametrize("text", CHANGED)
 def test_a_behaviour_change_changes_the_digest(tmp_path: Path, text: str) -> None:
     before = module_digest(write(tmp_path / "before.py", BEFORE))

@@ -47,19 +47,29 @@ class DataConfig:
     """D1-D2: where the text comes from and how it is split."""
 
     dataset: str = "tinyshakespeare"
+    """D1: the text's name: its folder in a mirror and in the download cache."""
     filename: str = "input.txt"
+    """D1: the text's file name in that folder (<mirror>/<dataset>/<filename>)."""
     url: str | None = (
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
     )
-    # null: any UTF-8 text, its digest recorded in the manifest
+    """D1: where the text is downloaded from when no local copy holds it; null: no download."""
     sha256: str | None = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-    local_file: str | None = None  # an explicit copy of the text (preferred source)
-    # offline mirror, laid out <mirror>/<dataset>/<filename>; env CHARGPT_DATA_MIRROR overrides
+    """D1: the text's SHA-256 (64 hex characters), checked on every copy; null: any UTF-8
+    text, its digest recorded in the manifest."""
+    local_file: str | None = None
+    """D1: an explicit copy of the text, the preferred source (`--data-source FILE`)."""
     mirror_dir: str | None = "../shared/data"
-    cache_dir: str = "data_cache"  # where downloads are kept; env CHARGPT_DATA_CACHE overrides
+    """D1: an offline mirror laid out <mirror>/<dataset>/<filename>, relative to the repository
+    root; the environment variable CHARGPT_DATA_MIRROR overrides it; null: none."""
+    cache_dir: str = "data_cache"
+    """D1: where downloads are kept; the environment variable CHARGPT_DATA_CACHE overrides it."""
     train_fraction: float = 0.9
+    """D2: the share of the text, from its start, that trains (the rest validates); in (0, 1)."""
     download_retries: int = 4
+    """D1: further download attempts after a transient failure; >= 0."""
     download_timeout_s: float = 30.0
+    """D1: seconds a download waits for the server before it fails; > 0."""
 
     def check(self) -> None:
         require(
@@ -77,14 +87,23 @@ class ModelConfig:
     """M1-M8: the architecture (`arch`, one of ARCHS) and the transformer's sizes."""
 
     arch: str = "gpt"
+    """M8: the architecture that model/build.py builds; one of ARCHS: gpt."""
     n_layer: int = 6
+    """M8: L, the number of transformer blocks (M6); >= 1."""
     n_head: int = 6
+    """M4: H, attention heads a block; >= 1, and d_model / n_head must be even."""
     d_model: int = 384
-    block_size: int = 256  # context T
+    """M1: d, the embedding width; >= 1, divisible by n_head."""
+    block_size: int = 256
+    """D4, M2: T, the context in characters (training windows, RoPE tables); >= 1."""
     dropout: float = 0.2
+    """M4, M5, M8: p, dropout on attention weights, block outputs and embeddings; in [0, 1)."""
     rope_base: float = 10000.0
+    """M2: RoPE's base of the rotation angles; > 1."""
     norm_eps: float = 1e-6
+    """M3: RMSNorm's ε; > 0."""
     init_std: float = 0.02
+    """M7: the standard deviation of the initial weights (residual outputs: / sqrt(2L)); > 0."""
 
     def check(self) -> None:
         require_choice(self.arch, "model.arch", ARCHS)
@@ -108,28 +127,52 @@ class ModelConfig:
 class TrainConfig:
     """T1-T7: optimisation, precision and speed, checkpoints."""
 
-    epochs: int = 30  # the full run; early stopping (patience) ends it sooner
-    patience: int | None = 5  # evaluations without improvement before stopping; null = never
-    batch_size: int = 64  # B
+    epochs: int = 30
+    """T7: the full run's epochs; early stopping (patience) ends it sooner; >= 1."""
+    patience: int | None = 5
+    """T7: validations without improvement before stopping; >= 1; null: never stop early."""
+    batch_size: int = 64
+    """T6: B, windows a step (over all devices); >= 1, divisible by devices."""
     lr: float = 1e-3
+    """T3: the peak learning rate; in (0, 1e6]."""
     min_lr: float = 1e-4
-    warmup_max_steps: int = 100  # warm-up = min(warmup_max_steps, warmup_fraction * steps)
+    """T3: the learning rate at the last step, after the cosine decay; in [0, lr]."""
+    warmup_max_steps: int = 100
+    """T3: warm-up = min(warmup_max_steps, warmup_fraction × steps) steps; >= 0."""
     warmup_fraction: float = 0.05
+    """T3: the warm-up's share of the run's optimiser steps (capped above); in [0, 1)."""
     beta1: float = 0.9
+    """T2: AdamW's β1; in [0, 1)."""
     beta2: float = 0.99
+    """T2: AdamW's β2; in [0, 1)."""
     adam_eps: float = 1e-8
+    """T2: AdamW's ε; > 0."""
     weight_decay: float = 0.1
+    """T2: AdamW's weight decay, on parameters of two or more dimensions only; >= 0."""
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: bool = True  # torch.compile on CUDA (ignored on the CPU)
-    compile_mode: str = "default"  # one of COMPILE_MODES
-    compile_scope: str = "model"  # model: one graph | block: each block alone, L share one
-    cuda_graph: bool = True  # one CUDA graph replays the whole step (the CPU runs it uncaptured)
-    target_val_loss: float | None = None  # stop once validation reaches it; null = never
-    devices: int = 1  # > 1: torchrun + DistributedDataParallel, B split over the devices
-    eval_every_steps: int = 0  # extra validations every k steps; 0 = after each epoch only
-    checkpoint_every_steps: int = 0  # extra last.pt saves every k steps; 0 = each epoch only
-    sync_every_steps: int = 10  # read the loss back to the host every k steps
+    """T4: the ceiling of the global gradient norm; > 0."""
+    precision: str = "auto"
+    """T5: auto (bf16 on CUDA, fp32 on the CPU), bf16 or fp32."""
+    compile: bool = True
+    """T5: torch.compile the model on CUDA (ignored on the CPU)."""
+    compile_mode: str = "default"
+    """T5: torch.compile's mode, one of COMPILE_MODES: default, reduce-overhead, max-autotune,
+    max-autotune-no-cudagraphs (the two with CUDA graphs of their own need cuda_graph false)."""
+    compile_scope: str = "model"
+    """T5: what torch.compile compiles: model (the whole forward, one graph) or block (each
+    block alone, the L blocks sharing one compilation)."""
+    cuda_graph: bool = True
+    """T5: one CUDA graph replays the whole step on CUDA (the CPU runs it uncaptured)."""
+    target_val_loss: float | None = None
+    """T7: stop once the validation loss reaches it; > 0; null: never."""
+    devices: int = 1
+    """GPUs a training uses; >= 1; > 1: torchrun and DistributedDataParallel, B split over them."""
+    eval_every_steps: int = 0
+    """T7: an extra validation every k steps; >= 0; 0: after each epoch only."""
+    checkpoint_every_steps: int = 0
+    """T7: an extra last.pt save every k steps; >= 0; 0: after each epoch only."""
+    sync_every_steps: int = 10
+    """T5: read the losses back to the host (progress, log) every k steps; >= 1."""
 
     def check(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -175,8 +218,10 @@ class TrainConfig:
 class EvalConfig:
     """D5, E1-E4: how the validation split is scored."""
 
-    stride: int | None = None  # S; null = T/2
-    batch_size: int = 1024  # windows a batch: the whole split (T=256, S=128) in one on a GPU
+    stride: int | None = None
+    """D5: S, the step between validation windows; in [1, model.block_size]; null: T/2."""
+    batch_size: int = 1024
+    """E1: windows a batch (1024: the whole split, T=256 and S=128, at once on a GPU); >= 1."""
 
     def check(self) -> None:
         require(self.stride is None or self.stride >= 1, "eval.stride", "must be >= 1 or null")
@@ -188,10 +233,15 @@ class SampleConfig:
     """E5: the samples."""
 
     prompt: str = "ROMEO:"
+    """E5: the text the samples continue; not empty."""
     num_chars: int = 500
+    """E5: characters generated; >= 1."""
     temperature: float = 0.8
+    """E5: the logits are divided by it before sampling; > 0."""
     top_k: int | None = 40
+    """E5: sample among the k likeliest characters only; >= 1; null: among all."""
     seed: int = 1337
+    """E5: the sampling's own seed; in [0, 2**32 - 1]."""
 
     def check(self) -> None:
         require(len(self.prompt) > 0, "sample.prompt", "must not be empty")
@@ -207,13 +257,20 @@ class Config:
     that the stage does not read are None there.
     """
 
-    seed: int | None = 1337  # T8: one seed for Python, NumPy and PyTorch
-    device: str | None = "auto"  # one of DEVICES
+    seed: int | None = 1337
+    """T8: one seed for Python, NumPy and PyTorch; in [0, 2**32 - 1]."""
+    device: str | None = "auto"
+    """T5: one of DEVICES: auto (CUDA where PyTorch sees it, else the CPU), cpu or cuda."""
     data: DataConfig | None = dataclasses.field(default_factory=DataConfig)
+    """D1-D2: where the text comes from and how it is split."""
     model: ModelConfig | None = dataclasses.field(default_factory=ModelConfig)
+    """M1-M8: the architecture and the transformer's sizes."""
     train: TrainConfig | None = dataclasses.field(default_factory=TrainConfig)
+    """T1-T7: optimisation, precision and speed, checkpoints."""
     eval: EvalConfig | None = dataclasses.field(default_factory=EvalConfig)
+    """D5, E1-E4: how the validation split is scored."""
     sample: SampleConfig | None = dataclasses.field(default_factory=SampleConfig)
+    """E5: the samples."""
 
     def check(self) -> None:
         if self.seed is not None:

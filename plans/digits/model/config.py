@@ -13,10 +13,14 @@ ARCHS = ("cnn", "linear")  # `model.arch`: M2 DigitCNN or M3 LinearClassifier
 class ModelConfig:
     """M2/M3: the plan's model; `arch` picks M2 or M3, the other keys size M2."""
 
-    arch: str = "cnn"  # one of ARCHS
-    channels: int = 32  # M2: the first two ConvBlocks' width
-    deep_channels: int = 64  # M2: the last two ConvBlocks' width
-    dropout: float = 0.3  # M2: before the linear head
+    arch: str = "cnn"
+    """One of ARCHS: cnn (M2 DigitCNN) or linear (M3 LinearClassifier)."""
+    channels: int = 32
+    """M2: the first two ConvBlocks' width; >= 1."""
+    deep_channels: int = 64
+    """M2: the last two ConvBlocks' width; >= 1."""
+    dropout: float = 0.3
+    """M2: dropout before the linear head; in [0, 1)."""
 
     def check(self) -> None:
         require_choice(self.arch, "model.arch", ARCHS)

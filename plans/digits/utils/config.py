@@ -18,11 +18,13 @@ from ..model.config import ModelConfig
 class DataConfig:
     """D1, D4: where the digits come from, and whether training images are shifted."""
 
-    local_file: str | None = None  # D1: an explicit copy of digits.csv (preferred source)
-    # D1: a mirror laid out <mirror>/digits/digits.csv, relative to the repository root;
-    # the environment variable DIGITS_DATA_MIRROR overrides it
+    local_file: str | None = None
+    """D1: an explicit copy of digits.csv, the preferred source; not empty; null: none."""
     mirror_dir: str | None = "../shared/data"
-    augment: bool = True  # D4: shift each training image by (dy, dx) ∈ {−1, 0, 1}²
+    """D1: a mirror laid out <mirror>/digits/digits.csv, relative to the repository root; the
+    environment variable DIGITS_DATA_MIRROR overrides it; not empty; null: none."""
+    augment: bool = True
+    """D4: shift each training image by a random (dy, dx) ∈ {−1, 0, 1}²."""
 
     def check(self) -> None:
         for key in ("local_file", "mirror_dir"):
@@ -34,16 +36,26 @@ class DataConfig:
 class TrainConfig:
     """T2-T6: optimisation and the run's length."""
 
-    epochs: int = 40  # T6: the full run (the quick validation: 2)
-    batch_size: int = 32  # D4: B, the last smaller batch kept
-    lr: float = 2e-3  # T2: the peak learning rate
-    final_lr_fraction: float = 0.01  # T3: the last step's learning rate, as a share of lr
-    warmup_fraction: float = 0.05  # T3: warm-up share of the optimiser steps (at least one)
-    beta1: float = 0.9  # T2
-    beta2: float = 0.999  # T2
-    adam_eps: float = 1e-8  # T2
-    weight_decay: float = 5e-4  # T2: on convolution and linear weights only
-    grad_clip: float = 5.0  # T4: the global gradient norm's ceiling
+    epochs: int = 40
+    """T6: the full run's epochs (the quick validation: 2); >= 1."""
+    batch_size: int = 32
+    """D4: B, images a batch, the last smaller batch kept; >= 1."""
+    lr: float = 2e-3
+    """T2: the peak learning rate; in (0, 10]."""
+    final_lr_fraction: float = 0.01
+    """T3: the last step's learning rate, as a share of lr; in [0, 1]."""
+    warmup_fraction: float = 0.05
+    """T3: the warm-up's share of the optimiser steps (at least one step); in [0, 1)."""
+    beta1: float = 0.9
+    """T2: AdamW's β1; in [0, 1)."""
+    beta2: float = 0.999
+    """T2: AdamW's β2; in [0, 1)."""
+    adam_eps: float = 1e-8
+    """T2: AdamW's ε; > 0."""
+    weight_decay: float = 5e-4
+    """T2: AdamW's weight decay, on convolution and linear weights only; >= 0."""
+    grad_clip: float = 5.0
+    """T4: the ceiling of the global gradient norm; > 0."""
 
     def check(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -62,7 +74,8 @@ class TrainConfig:
 class EvalConfig:
     """E5: the hardest test images drawn."""
 
-    hardest: int = 16  # E5: how many, drawn 4 a row
+    hardest: int = 16
+    """E5: how many of the hardest test images are drawn, 4 a row; in [1, 64]."""
 
     def check(self) -> None:
         require(1 <= self.hardest <= 64, "eval.hardest", "must be in [1, 64]")
@@ -74,12 +87,19 @@ class Config:
     that the stage does not read are None there.
     """
 
-    seed: int | None = 1337  # T8: one seed for Python, NumPy and PyTorch
-    device: str | None = "auto"  # one of DEVICES; T5: fp32 on every device
+    seed: int | None = 1337
+    """T8: one seed for Python, NumPy and PyTorch; in [0, 2**32 - 1]."""
+    device: str | None = "auto"
+    """One of DEVICES: auto (CUDA where PyTorch sees it, else the CPU), cpu or cuda; T5: fp32
+    on every device."""
     data: DataConfig | None = dataclasses.field(default_factory=DataConfig)
+    """D1, D4: where the digits come from, and whether training images are shifted."""
     model: ModelConfig | None = dataclasses.field(default_factory=ModelConfig)
+    """M2/M3: the plan's model (model/config.py)."""
     train: TrainConfig | None = dataclasses.field(default_factory=TrainConfig)
+    """T2-T6: optimisation and the run's length."""
     eval: EvalConfig | None = dataclasses.field(default_factory=EvalConfig)
+    """E5: the hardest test images drawn."""
 
     def check(self) -> None:
         if self.seed is not None:
