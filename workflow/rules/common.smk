@@ -17,13 +17,15 @@ from snakemake.io import PeriodicityDetector
 # One folder per (run, seed): every file of that run lives under it. The prepared data lives
 # in one folder per distinct data configuration, shared by the runs that have it.
 RESULTS = "results"
-PLAN_DIR = config["plan"]  # the plan folder: its run.py runs every stage
+PLAN_DIR = plan_folder(config["plan"])  # the plan folder: its run.py runs every stage
 RUN = "results/{run}/seed{seed}"
 DATA = "results/data/{key}"
 RUN_NAME_SCHEMA = CONFIG_SCHEMA["$defs"]["run_name"]  # the Snakefile read SCHEMA
 RUN_NAME = RUN_NAME_SCHEMA["pattern"]
-SCRIPTS = Path("workflow/scripts")
-sys.path.insert(0, str(SCRIPTS))
+# This workflow's scripts (on sys.path: the Snakefile put them there).
+SCRIPTS = Path(workflow_file("workflow/scripts"))
+# The GPU monitor's command, before a GPU stage's own.
+GPU_MONITOR = f"python {shlex.quote(str(SCRIPTS / 'gpu_monitor.py'))}"
 import resolve
 import supervisor
 from search_spec import SearchError, trial_runs
@@ -312,6 +314,9 @@ def every_output(*proxies):
 # rule keyword itself, or "local" and that keyword.
 RULE_KEYWORD = "rule"
 DRY_RUN_JOB = rf"(?:local)?{RULE_KEYWORD} (\w+):"
+# The name of `rule all` as the dry run prints it (a module's `use rule * from ... as x_*`
+# renames it).
+ALL_RULE = workflow.modifier.modify_rulename("all")
 
 
 def stale_results(argv):
@@ -329,7 +334,7 @@ def stale_results(argv):
     for block in re.split(rf"\n(?={DRY_RUN_JOB})", plan.stdout):
         name = re.match(DRY_RUN_JOB, block)
         where = re.search(r"wildcards: (.*)", block)
-        if name and name[1] != "all":
+        if name and name[1] != ALL_RULE:
             jobs.append(f"{name[1]} {where[1] if where else ''}".strip())
     return jobs
 
@@ -436,7 +441,7 @@ def monitor_wrapper(stage):
         if not STAGES[stage]["gpu"]:
             return ""
         monitor = monitor_args(wildcards, output, resources)
-        return f"python workflow/scripts/gpu_monitor.py {monitor} -- "
+        return f"{GPU_MONITOR} {monitor} -- "
 
     return wrapper
 

@@ -9,7 +9,7 @@
 #     GPU monitor with a GPU slot.
 # A rule's shell command is evaluated when its job runs, so what differs between stages
 # comes in through params bound here, never through the loop's variable.
-RUN_PY = f"python {PLAN_DIR}/run.py"
+RUN_PY = f"python {shlex.quote(f'{PLAN_DIR}/run.py')}"
 
 
 rule:
@@ -64,7 +64,7 @@ rule:
         label=f"{{run}}/seed{{seed}} {TRAINER}",
         monitor=monitor_args,
     shell:
-        "python workflow/scripts/gpu_monitor.py {params.monitor} --gpus {resources.gpu} --"
+        f"{GPU_MONITOR} {{params.monitor}} --gpus {{resources.gpu}} --"
         f" {RUN_PY} {{params.stage}} --resume restart-on-change"
         " --stage-config {input.config} {params.files} --work-dir {params.work_dir}"
         " 2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

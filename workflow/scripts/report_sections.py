@@ -267,7 +267,7 @@ def container_image(params: Any) -> str:
     """Which image the jobs ran in: Apptainer mode, our image under Compose, or none."""
     inside = os.environ.get("CHARGPT_IMAGE_VERSION")  # set by docker/Dockerfile
     if params.container_used:
-        return f"{params.container} (snakemake --use-singularity)"
+        return f"{params.container} (snakemake --sdm apptainer)"
     if inside:
         revision = os.environ.get("CHARGPT_IMAGE_REVISION", "unknown")
         return f"chargpt-workflow {inside}, revision {revision} (Docker/Compose)"
