@@ -28,7 +28,7 @@
 #   SKIP_BUILD=1     reuse an existing IMAGE
 #   SKIP_RUN=1       only build IMAGE (and the debootstrap base): no runs (docker/compose-test.sh)
 #
-# What ran on the development machine (no Docker engine, no registry; see the README):
+# What ran on the development machine (no Docker engine, no registry; see docs/containers.md):
 #   ENGINE=podman BASE_IMAGE=debootstrap EXTRA_CA=/etc/ssl/certs/ca-certificates.crt \
 #   TORCH_INDEX_URL=https://pypi.org/simple TORCH_WHEEL_DIR=/opt/wheels docker/smoke-test.sh
 set -euo pipefail

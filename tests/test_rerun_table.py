@@ -1,5 +1,5 @@
-"""README's "What reruns after an edit" table against what the plan derives: each
-stage's code (harness/planner.py: run.py and the import closure of the stage's module) and
+"""The "What reruns after an edit" table (docs/workflow.md) against what the plan derives:
+each stage's code (harness/planner.py: run.py and the import closure of the stage's module) and
 config sections (the stage's declaration), carried downstream along the workflow's rule
 graph. The table is written once, by hand, and this test keeps it true.
 """
@@ -20,10 +20,10 @@ NOTHING = "nothing"  # the table's word for a module that no stage runs
 PLAN = load_plan(REPO / "project")
 
 
-def readme_table() -> list[tuple[list[str], set[str]]]:
+def rerun_table() -> list[tuple[list[str], set[str]]]:
     """(backticked items of "You edit", rules of "Reruns") for each row of the table."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("### What reruns after an edit")[1].split("\n#")[0]
+    text = (REPO / "docs" / "workflow.md").read_text(encoding="utf-8")
+    section = text.split("## What reruns after an edit")[1].split("\n#")[0]
     rows = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -60,12 +60,12 @@ def test_every_module_row_matches_the_derived_code_inputs(
 ) -> None:
     code = {stage.name: stage_sources(PLAN, stage) for stage in PLAN.stages}
     listed: dict[Path, set[str]] = {}
-    for items, expected in readme_table():
+    for items, expected in rerun_table():
         files = [path for item in items for path in sorted(REPO.glob(item)) if "/" in item]
         for path in files:
             listed[path] = expected
     for module in plan_modules(PLAN):
-        assert module in listed, f"{module.relative_to(REPO)} is missing from the README table"
+        assert module in listed, f"{module.relative_to(REPO)} is missing from docs/workflow.md"
         direct = {stage for stage, files in code.items() if module in files}
         assert listed[module] == reruns(direct, downstream), module.relative_to(REPO)
 
@@ -76,7 +76,7 @@ def test_every_config_row_matches_the_sections_each_stage_reads(
 ) -> None:
     sections = {stage.name: stage.sections for stage in PLAN.stages}
     checked = 0
-    for items, expected in readme_table():
+    for items, expected in rerun_table():
         for key in (item for item in items if "/" not in item):
             section = key.split(".")[0]
             direct = {stage for stage, read in sections.items() if section in read}

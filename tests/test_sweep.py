@@ -231,7 +231,7 @@ def test_with_one_seed_per_run_no_claim_is_made(finished_sweep: Path) -> None:
 
 
 def test_the_dry_run_benchmark_sweep_has_a_thousand_points() -> None:
-    """tests/sweep_1000.yaml, the README's dry-run figure: 1,000 runs of 3 seeds."""
+    """tests/sweep_1000.yaml, the dry-run figure of docs/runs-and-sweeps.md: 1,000 × 3."""
     spec = yaml.safe_load((REPO / "tests" / "sweep_1000.yaml").read_text(encoding="utf-8"))
     assert len(sweep_runs(spec["sweep"])) == 1000 and len(spec["seeds"]) == 3
 

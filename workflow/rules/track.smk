@@ -1,4 +1,4 @@
-# One MLflow run per (run, seed) (`tracking: mlflow`; README.md: experiment tracking). No
+# One MLflow run per (run, seed) (`tracking: mlflow`; docs/tracking.md). No
 # other rule reads tracking.json: a tracking failure fails this job alone, never a result.
 rule track:
     input:

@@ -156,7 +156,7 @@ def load_config() -> dict[str, Any]:
         where = ".".join(str(part) for part in error.absolute_path) or "the top level"
         raise SearchError(f"{CONFIG}: {where}: {error.message}")
     if not config.get("search"):
-        raise SearchError(f"{CONFIG} has no `search:`; give one (README.md: search)")
+        raise SearchError(f"{CONFIG} has no `search:`; give one (docs/search.md)")
     check_spec(config["search"])
     return config
 
