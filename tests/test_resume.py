@@ -19,9 +19,10 @@ import pytest
 from project.training.resume import log_until
 from workflow_runs import run_and_kill_trainer, run_and_stop, snakemake, tiny_repo
 
-# Two epochs of the tiny model (950 steps each) with a checkpoint every 100 steps.
+# Two epochs of the tiny model in batches of 32 windows (950 steps each) with a checkpoint
+# every 100 steps.
 RESUMABLE = {
-    "runs": {"r": {"overrides": {"train.checkpoint_every_steps": 100}}},
+    "runs": {"r": {"overrides": {"train.checkpoint_every_steps": 100, "train.batch_size": 32}}},
     "seeds": [1],
     "epochs": 2,
 }

@@ -2,7 +2,7 @@
 job, asks that depend on the stored history alone (the same trials whether or not the
 search was cut short, on Optuna's SQLite storage), the pruning rule, the trials' files,
 each in the direction and on the figure that the plan declares; then, on the real text, a
-12-trial search of the character-level plan, and a 6-trial search of the digits plan that
+10-trial search of the character-level plan, and a 6-trial search of the digits plan that
 maximises its objective, each with its twin killed three times and resumed.
 """
 
@@ -874,7 +874,7 @@ def test_a_search_without_optuna_is_one_line(tmp_path: Path) -> None:
 
 # -- on the real data --------------------------------------------------------------------------
 
-# 12 trials of the tiny model, 2 at a time: one epoch of 118 steps (256 windows a batch), a
+# 10 trials of the tiny model, 2 at a time: one epoch of 118 steps (256 windows a batch), a
 # validation and a checkpoint every 20 steps; n_head 3 does not divide d_model 32 (a trial
 # refused), the median rule prunes after the first 3 complete trials.
 E2E_SEARCH = {
@@ -884,7 +884,7 @@ E2E_SEARCH = {
         "model.n_layer": {"low": 1, "high": 2, "int": True},
         "model.n_head": {"choices": [1, 2, 3]},
     },
-    "trials": 12,
+    "trials": 10,
     "parallel": 2,
     "startup_trials": 3,
     "pruning": True,
@@ -952,7 +952,7 @@ def run_search(repo: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted 12-trial search (its wall time: this fixture's setup)."""
+    """The uninterrupted 10-trial search (its wall time: this fixture's setup)."""
     return run_search(search_repo(tmp_path_factory.mktemp("search") / "repo"))
 
 
@@ -967,7 +967,7 @@ def searched_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_a_search_runs_every_trial_and_records_each_state(searched: Path) -> None:
     trials = load(searched).get_trials()
-    assert [t.number for t in trials] == list(range(12))
+    assert [t.number for t in trials] == list(range(E2E_SEARCH["trials"]))
     states = {state: [t for t in trials if t.state == state] for state in TrialState}
     pruned, failed = states[TrialState.PRUNED], states[TrialState.FAIL]
     assert pruned and failed and len(states[TrialState.COMPLETE]) >= 3

@@ -59,15 +59,20 @@ PROFILE_ARGS = (
 )
 TINY_ARGS = ("--set-threads", "train=2", "evaluate=2", "sample=2")
 
-# 2. 30 epochs of the tiny model (28,500 steps; over 2 minutes on one idle core) outlast the
-# first try's 1-minute limit, which SLURM enforces 60-90 s after the start. The next try
+# 2. 30 epochs of the tiny model in batches of 32 windows (28,500 steps; over 2 minutes on
+# one idle core) outlast the first try's 1-minute limit, which SLURM enforces 60-90 s after
+# the start. The next try
 # gets 60 minutes: with 1 minute for every try, a try that finishes its training after the
 # limit but before SLURM's check is still recorded TIMEOUT, its outputs are deleted and the
 # next one starts over (seen here), so the number of tries would depend on the machine.
 LONG = {
     "device": "cpu",
     "epochs": 30,
-    "overrides": {"train.checkpoint_every_steps": 500, "train.patience": None},
+    "overrides": {
+        "train.checkpoint_every_steps": 500,
+        "train.patience": None,
+        "train.batch_size": 32,
+    },
     "train_retries": 2,  # the rule's `retries: config["train_retries"]`
 }
 FIRST_LIMIT_MIN, RETRY_LIMIT_MIN = 1, 60
@@ -81,8 +86,8 @@ LONG_ARGS = (
 )
 
 # 3. train.devices: 2 (`resources: gpu=2`, sbatch --gpus=2). The job must start its command
-# once: two copies would be two torchruns training the same run folder. Batches of 256 (8
-# times the tiny model's): 118 steps an epoch, not 950 (each a gloo all-reduce on 2 cores).
+# once: two copies would be two torchruns training the same run folder. Batches of 256 (twice
+# the tiny model's): 118 steps an epoch, not 238 (each a gloo all-reduce on 2 cores).
 DEVICES = 2
 DDP = {"device": "cpu", "overrides": {"train.devices": DEVICES, "train.batch_size": 256}}
 DDP_ARGS = ("--set-threads", "train=2", "--until", "train")

@@ -168,9 +168,9 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tiny_repo(
         tmp_path_factory.mktemp("sweep") / "repo",
         runs={},
-        # A larger batch: the same text in a quarter of the steps (the tiny model's steps
-        # cost their overhead more than their arithmetic).
-        sweep={"grid": E2E_GRID, "overrides": {"train.batch_size": 128}},
+        # A larger batch: the same text in a quarter of the tiny model's steps (they cost
+        # their overhead more than their arithmetic).
+        sweep={"grid": E2E_GRID, "overrides": {"train.batch_size": 512}},
         seeds=[1, 2, 3],
         baseline=BASELINE,
     )
