@@ -333,6 +333,10 @@ def expression_words(expression: str) -> set[str]:
     return set(re.findall(r"\w+", expression)) - {"and", "or", "not"}
 
 
+# pytest options that take a value (pytest-xdist's among them), with the values they take.
+PYTEST_VALUES = {"-n": r"\d+|auto|logical", "--dist": r"load|loadscope|loadfile|loadgroup|no"}
+
+
 def check_pytest(command: Command) -> list[str]:
     args, problems, paths, names = command.argv[1:], [], [], set()
     i = 0
@@ -343,6 +347,10 @@ def check_pytest(command: Command) -> list[str]:
             i += 2
         elif args[i] == "-k":
             names = expression_words(args[i + 1])
+            i += 2
+        elif args[i] in PYTEST_VALUES:
+            if not re.fullmatch(PYTEST_VALUES[args[i]], args[i + 1]):
+                problems.append(f"{args[i]} {args[i + 1]}: not {PYTEST_VALUES[args[i]]}")
             i += 2
         elif args[i].startswith("-"):
             i += 1
@@ -729,9 +737,13 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     """
     shown = [c for c in ALL_COMMANDS if c.block.page == README]
     assert any("requirements-dev.txt" in c.argv for c in shown)
-    assert any(c.argv == ["pytest"] for c in shown)
+    (command,) = [c.argv for c in shown if c.argv[:1] == ["pytest"]]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert "requirements-dev.txt" in ci and re.search(r"\bpytest\b", ci)
+    assert "requirements-dev.txt" in ci
+    # CI runs the same tests in two parts: the fast ones first, then the slow ones, with
+    # the README's options.
+    assert 'pytest -m "not slow" -x' in ci
+    assert " ".join(["pytest", "-m", "slow", *command[1:]]) in ci
     assert re.search(r"takes about\s+\d+\s+minutes", README.read_text(encoding="utf-8"))
 
 
