@@ -255,19 +255,22 @@ def path_in(command: Command, name: str) -> Path:
     return REPO / command.cwd / name
 
 
+# Every file of the checkout that git tracks or would track (untracked, not ignored).
+REPO_LISTING = subprocess.run(
+    ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
+).stdout.split()
+
+
 @functools.cache
 def repo_text() -> str:
     """Every tracked text file of the repository but these pages (for names they mention)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
     shown = {page_id(page) for page in pages()}
     texts = []
-    for name in listed:
+    for name in REPO_LISTING:
         path = REPO / name
         if name not in shown and path.is_file() and path.stat().st_size < 1_000_000:
             with contextlib.suppress(UnicodeDecodeError):
@@ -769,12 +772,3 @@ def test_the_repository_map_names_what_is_there() -> None:
     workflow = [n for n in listed if n.startswith("workflow/")]
     unnamed = [n for n in workflow if Path(n).name not in mapped]
     assert not unnamed, f"files of workflow/ missing from the map: {unnamed}"
-
-
-REPO_LISTING = subprocess.run(
-    ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    check=True,
-).stdout.split()
