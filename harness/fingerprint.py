@@ -12,6 +12,7 @@ b`, inside functions too), with the packages on the way. Nothing is imported or 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -42,7 +43,13 @@ def is_string(statement: ast.stmt) -> bool:
 
 def module_digest(path: Path) -> str:
     """SHA-256 of the module's behaviour-bearing syntax (ast.dump leaves positions out)."""
-    tree = without_docstrings(ast.parse(path.read_text(encoding="utf-8")))
+    return source_digest(path.read_text(encoding="utf-8"))
+
+
+@functools.cache  # as import_targets: once a text
+def source_digest(source: str) -> str:
+    """SHA-256 of a module's text without its docstrings and formatting."""
+    tree = without_docstrings(ast.parse(source))
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
@@ -65,16 +72,25 @@ def root_of(path: Path, roots: Roots) -> Path:
 
 def imported(path: Path, roots: Roots) -> set[Path]:
     """The modules under `roots` that `path` imports, in any form and anywhere in the file."""
+    targets = import_targets(path.read_text(encoding="utf-8"), path, root_of(path, roots))
+    return {file for file in (module_file(t, roots) for t in targets if t) if file is not None}
+
+
+# A planner fingerprints every stage, and the stages share most of their modules: each text
+# is parsed once (keyed by the text itself, so that an edited file is parsed again).
+@functools.cache
+def import_targets(source: str, path: Path, root: Path) -> tuple[str, ...]:
+    """Every module name that the text `source` of `path` (under `root`) imports."""
     targets: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")  # `import a.b` imports a, then a.b
                 targets += [".".join(parts[: i + 1]) for i in range(len(parts))]
         elif isinstance(node, ast.ImportFrom):
-            base = absolute(node, path, root_of(path, roots))
+            base = absolute(node, path, root)
             targets += [base, *(f"{base}.{alias.name}" for alias in node.names)]
-    return {file for file in (module_file(t, roots) for t in targets if t) if file is not None}
+    return tuple(targets)
 
 
 def absolute(node: ast.ImportFrom, path: Path, root: Path) -> str:

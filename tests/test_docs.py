@@ -743,9 +743,9 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     (command,) = [c.argv for c in shown if c.argv[:1] == ["pytest"]]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "requirements-dev.txt" in ci
-    # CI runs the same tests in two parts: the fast ones first, then the slow ones, with
-    # the README's options.
-    assert 'pytest -m "not slow" -x' in ci
+    # CI runs the same tests in two parts, with the README's options: the fast ones first,
+    # stopping at the first failure, then the slow ones.
+    assert " ".join(["pytest", "-m", '"not slow"', "-x", *command[1:]]) in ci
     assert " ".join(["pytest", "-m", "slow", *command[1:]]) in ci
     assert re.search(r"takes about\s+\d+\s+minutes", README.read_text(encoding="utf-8"))
 
