@@ -49,8 +49,8 @@ from workflow_runs import (
 )
 
 import search
-import search_study
 import search_summary
+import sqlite_store
 from resolve import declared_plan
 from search_spec import SearchError, SearchPlan, Shown, trial_runs
 from search_study import (
@@ -600,7 +600,7 @@ def test_the_summary_of_a_maximised_objective_names_the_highest(
 # The search's default storage, relative to the repository root.
 STORE = Path("results/search/search.db")
 # Longer than the busy timeout of Python's sqlite3 (5 s): a lock held this long is waited
-# for only by the search's own, longer wait (search_study.SQLITE_WAIT_S).
+# for only by the search's own, longer wait (sqlite_store.SQLITE_WAIT_S).
 HOLD_S = 6
 # What the advice for a damaged storage must never be: it would delete finished results.
 DESTRUCTIVE = re.compile(r"\b(remove|delete|rm)\b", re.IGNORECASE)
@@ -742,7 +742,7 @@ def test_a_locked_storage_is_waited_for_then_one_line(
     assert holder.wait(timeout=HANG) == 0
     assert [t.number for t in study.get_trials()] == [0, 1]
 
-    monkeypatch.setattr(search_study, "SQLITE_WAIT_S", 0.1)
+    monkeypatch.setattr(sqlite_store, "SQLITE_WAIT_S", 0.1)
     held = path.read_bytes()
     holder = hold_lock(path)
     try:

@@ -194,8 +194,8 @@ def test_a_server_without_its_database_driver_says_what_to_install(
 # main() in a process of its own (SQLite's locks are a process's), waiting `wait_s` for a lock.
 JOB = """
 import json, sys, types
-import track
-track.SQLITE_WAIT_S = float(sys.argv[1])
+import sqlite_store, track
+sqlite_store.SQLITE_WAIT_S = float(sys.argv[1])
 track.main(*(types.SimpleNamespace(**fields) for fields in json.loads(sys.argv[2])))
 """
 # A process that holds a lock on the SQLite file argv[1] until its stdin closes: a writer's

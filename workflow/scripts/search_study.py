@@ -20,11 +20,12 @@ rather than mixed into the study. Every decision reads the direction of the stor
 
 The storage is opened with care (open_storage): an SQLite file is checked whole before
 anything is written to it, and a lock that another process holds on it is waited for
-SQLITE_WAIT_S. A storage that fails, at its opening or at any later call (storage_errors),
-is one line (SearchError) that names it (without its password), says what is wrong with
-it (damaged, locked by another process, its folder cannot be made, its driver missing, its
-server unreachable) and a fix that keeps every finished trial (restore it from a copy, wait
-or close the other process, install the driver): never removing it.
+SQLITE_WAIT_S (sqlite_store.py, which the MLflow store shares). A storage that fails, at its
+opening or at any later call (storage_errors), is one line (SearchError) that names it
+(without its password), says what is wrong with it (damaged, locked by another process, its
+folder cannot be made, its driver missing, its server unreachable) and a fix that keeps
+every finished trial (restore it from a copy, wait or close the other process, install the
+driver): never removing it.
 """
 
 from __future__ import annotations
@@ -41,20 +42,17 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
+import sqlite_store
 from search_spec import SearchError, SearchPlan, storage_url, trial_name, with_defaults
+from sqlite_store import DAMAGED, DRIVERS, FULL, LOCKED, READ_ONLY, UNOPENABLE, causes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPEC_ATTR = "chargpt.spec"
 RUN_ATTR = "run"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-# How long a call waits for a lock that another process holds on an SQLite storage (its
-# busy timeout) before the search stops with one line.
-SQLITE_WAIT_S = 60.0
 # What a storage raises when it fails, at any call.
 STORAGE_FAILURES = (optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
-# The pip package of a database driver, where its module is named otherwise.
-DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
 
 
 def spec_record(search: dict[str, Any], parallel: int, plan: SearchPlan) -> dict[str, Any]:
@@ -154,7 +152,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             ) from None
         if path.exists():
             check_whole(url, path)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_WAIT_S}}
+        engine_kwargs = {"connect_args": {"timeout": sqlite_store.SQLITE_WAIT_S}}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as error:
@@ -167,7 +165,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 def check_whole(url: str, path: Path) -> None:
     """SQLite's integrity check of the file, which reads every page and writes none."""
-    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_WAIT_S)) as connection:
+    wait_s = sqlite_store.SQLITE_WAIT_S
+    with contextlib.closing(sqlite3.connect(path, timeout=wait_s)) as connection:
         problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
     if problems != ["ok"]:
         raise damaged(url, f"integrity check: {problems[0]}")
@@ -180,22 +179,6 @@ def storage_errors(url: str) -> Iterator[None]:
         yield
     except STORAGE_FAILURES as error:
         raise storage_failure(url, error) from None
-
-
-def causes(error: BaseException) -> list[BaseException]:
-    """The error and what it was raised from, outermost first (a database driver's own
-    error, which SQLAlchemy keeps as `orig`, included).
-    """
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and not any(current is seen for seen in chain):
-        chain.append(current)
-        orig = getattr(current, "orig", None)
-        if isinstance(orig, BaseException):
-            current = orig
-        else:
-            current = current.__cause__ or current.__context__
-    return chain
 
 
 def first_line(error: BaseException) -> str:
@@ -242,28 +225,28 @@ def storage_failure(url: str, error: BaseException) -> SearchError:
                 "database server, or correct search.storage"
             )
         return SearchError(f"the Optuna storage {shown} failed ({detail}); run the search again")
-    code = getattr(driver, "sqlite_errorname", "") or ""
+    kind = sqlite_store.kind_of(driver)
     detail = first_line(driver)
     path = sqlite_file(url)
-    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+    if kind == DAMAGED:
         return damaged(url, detail)
-    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+    if kind == LOCKED:
         return SearchError(
             f"the Optuna storage {shown} is locked by another process ({detail}, after "
-            f"{SQLITE_WAIT_S:g} s): let that process finish, or close it (a notebook, "
+            f"{sqlite_store.SQLITE_WAIT_S:g} s): let that process finish, or close it (a notebook, "
             "optuna-dashboard, another search of this storage), then run the search again"
         )
-    if code.startswith("SQLITE_CANTOPEN"):
+    if kind == UNOPENABLE:
         return SearchError(
             f"the Optuna storage {shown} cannot be opened ({detail}): {path} must be a "
             "file (or absent) in a folder that you can read and write; or set search.storage"
         )
-    if code.startswith(("SQLITE_READONLY", "SQLITE_PERM")):
+    if kind == READ_ONLY:
         return SearchError(
             f"the Optuna storage {shown} cannot be written ({detail}): make {path} and its "
             "folder writable, then run the search again"
         )
-    if code.startswith("SQLITE_FULL"):
+    if kind == FULL:
         return SearchError(
             f"the Optuna storage {shown} cannot be written ({detail}): free space on its "
             "disk, then run the search again"

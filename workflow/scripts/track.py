@@ -11,7 +11,8 @@ KEY_TAG, "<run>/seed<seed>": a rerun of a (run, seed) logs a new MLflow run, the
 the older ones with its key.
 
 An SQLite store is checked before MLflow touches it (check_sqlite_store): its folder made,
-a lock that another process holds on it waited for SQLITE_WAIT_S, then the file checked
+a lock that another process holds on it waited for SQLITE_WAIT_S (sqlite_store.py, which
+the search's storage shares), then the file checked
 whole; it is only read. A store that fails, then or while logging, is one line that names
 it, says what is wrong with it (locked, damaged, cannot be made or opened or written, its
 server unreachable, its driver missing) and the fix, which never removes a logged run.
@@ -34,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlite_store
 from make_report import read_json, read_jsonl, write_text
 from report_sections import container_image, git_state
+from sqlite_store import DAMAGED, DRIVERS, FULL, LOCKED, READ_ONLY, UNOPENABLE
 
 KEY_TAG = "chargpt.key"
 # (kind, field) of a train_log.jsonl record -> the MLflow metric that follows it by step.
@@ -52,12 +55,7 @@ MLFLOW_ENV = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
 }
-# How long the job waits for a lock that another process holds on an SQLite store (SQLite's
-# busy timeout) before it stops with one line.
-SQLITE_WAIT_S = 60.0
 SQLITE = "sqlite:///"
-# The pip package of a database driver, where its module is named otherwise.
-DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
 UNTOUCHED = "the training results are untouched"
 
 
@@ -193,19 +191,20 @@ def check_sqlite_store(path: Path) -> None:
     """
     if not path.exists():
         return
+    wait_s = sqlite_store.SQLITE_WAIT_S
     try:
         with contextlib.closing(
             sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=rw",  # never creates the file
                 uri=True,
-                timeout=SQLITE_WAIT_S,
+                timeout=wait_s,
                 isolation_level=None,  # transactions as written below
             )
         ) as connection:
             connection.execute("BEGIN EXCLUSIVE")  # closing the connection rolls it back
             problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
     except sqlite3.Error as error:
-        raise sqlite_failure(path, error, f"{error}; waited {SQLITE_WAIT_S:g} s") from None
+        raise sqlite_failure(path, error, f"{error}; waited {wait_s:g} s") from None
     if problems != ["ok"]:  # the first problem, after its "*** in database main ***" line
         raise damaged(path, f"quick check: {one_line(problems[0].split('***')[-1])}")
 
@@ -220,28 +219,28 @@ def damaged(path: Path, detail: str) -> SystemExit:
 
 def sqlite_failure(path: Path, error: sqlite3.Error, locked_detail: str = "") -> SystemExit:
     """One line for the SQLite error `error` of the store `path`: what is wrong, the fix."""
-    code = getattr(error, "sqlite_errorname", "")
+    kind = sqlite_store.kind_of(error)
     detail = one_line(error)
     store = f"error: the MLflow store {path}"
-    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+    if kind == DAMAGED:
         return damaged(path, detail)
-    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+    if kind == LOCKED:
         return SystemExit(
             f"{store} is locked by another process ({locked_detail or detail}): let that "
             "process finish, or close it (an sqlite3 shell, a notebook, mlflow ui), then run "
             f"snakemake again; {UNTOUCHED}"
         )
-    if code.startswith("SQLITE_CANTOPEN"):
+    if kind == UNOPENABLE:
         return SystemExit(
             f"{store} cannot be opened ({detail}): it must be an SQLite file, or absent, in a "
             f"folder that you can write; fix that, then run snakemake again; {UNTOUCHED}"
         )
-    if code.startswith(("SQLITE_READONLY", "SQLITE_PERM")):
+    if kind == READ_ONLY:
         return SystemExit(
             f"{store} cannot be written ({detail}): make it and its folder writable, then run "
             f"snakemake again; {UNTOUCHED}"
         )
-    if code.startswith("SQLITE_FULL"):
+    if kind == FULL:
         return SystemExit(
             f"{store} cannot be written ({detail}): free space on its disk, then run "
             f"snakemake again; {UNTOUCHED}"
@@ -250,18 +249,6 @@ def sqlite_failure(path: Path, error: sqlite3.Error, locked_detail: str = "") ->
         f"{store} failed ({detail}): run snakemake again; if it fails again, check the file "
         f"(sqlite3 {path} 'PRAGMA integrity_check'); {UNTOUCHED}"
     )
-
-
-def sqlite_cause(error: BaseException) -> sqlite3.Error | None:
-    """The SQLite error behind `error` (SQLAlchemy keeps it as `orig`, MLflow as a cause)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and not any(current is e for e in seen):
-        if isinstance(current, sqlite3.Error):
-            return current
-        seen.append(current)
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return None
 
 
 def one_line(what: BaseException | str) -> str:
@@ -285,7 +272,7 @@ def store_failure(uri: str, error: BaseException) -> SystemExit:
             "MLFLOW_TRACKING_URI to a reachable server, or unset it for the local store, and "
             "run snakemake again"
         )
-    cause = sqlite_cause(error)
+    cause = sqlite_store.sqlite_cause(error)
     if cause is not None:
         return sqlite_failure(path, cause)
     return SystemExit(
