@@ -59,11 +59,11 @@ except ImportError as missing:
     ) from None
 import jsonschema
 import yaml
+from harness.io import write_text
 from optuna.trial import FrozenTrial, TrialState
 
 import supervisor
 from config_checks import file_problem
-from make_report import write_text
 from resolve import PlanError, declared_plan
 from search_spec import (
     RESULTS,

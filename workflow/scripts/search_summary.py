@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.io import write_text
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
-from make_report import write_text
 from report_plots import plt, save
 from report_sections import table
 from search_spec import SearchPlan, Shown, with_defaults

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.io import write_text
+
 import sqlite_store
-from make_report import read_json, read_jsonl, write_text
+from make_report import read_json, read_jsonl
 from report_sections import container_image, git_state
 from sqlite_store import DAMAGED, DRIVERS, FULL, LOCKED, READ_ONLY, UNOPENABLE
 
