@@ -46,7 +46,10 @@ def module_digest(path: Path) -> str:
     return source_digest(path.read_text(encoding="utf-8"))
 
 
-@functools.cache  # as import_targets: once a text
+# A planner fingerprints every stage, and the stages share most of their modules: each text
+# is parsed once (this cache and import_targets' are keyed by the text itself, so that an
+# edited file is parsed again).
+@functools.cache
 def source_digest(source: str) -> str:
     """SHA-256 of a module's text without its docstrings and formatting."""
     tree = without_docstrings(ast.parse(source))
@@ -76,9 +79,7 @@ def imported(path: Path, roots: Roots) -> set[Path]:
     return {file for file in (module_file(t, roots) for t in targets if t) if file is not None}
 
 
-# A planner fingerprints every stage, and the stages share most of their modules: each text
-# is parsed once (keyed by the text itself, so that an edited file is parsed again).
-@functools.cache
+@functools.cache  # once a text, as source_digest
 def import_targets(source: str, path: Path, root: Path) -> tuple[str, ...]:
     """Every module name that the text `source` of `path` (under `root`) imports."""
     targets: list[str] = []

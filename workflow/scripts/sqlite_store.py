@@ -19,7 +19,8 @@ DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysq
 
 # SQLite's result codes (sqlite3.Error.sqlite_errorname, extended codes included: they
 # begin with their primary code's name), by what is wrong with the store.
-DAMAGED, LOCKED, UNOPENABLE, READ_ONLY, FULL = "damaged", "locked", "unopenable", "ro", "full"
+DAMAGED, LOCKED, UNOPENABLE = "damaged", "locked", "unopenable"
+READ_ONLY, FULL = "read-only", "full"
 KINDS = {
     DAMAGED: ("SQLITE_CORRUPT", "SQLITE_NOTADB"),
     LOCKED: ("SQLITE_BUSY", "SQLITE_LOCKED"),

@@ -12,10 +12,10 @@ the older ones with its key.
 
 An SQLite store is checked before MLflow touches it (check_sqlite_store): its folder made,
 a lock that another process holds on it waited for SQLITE_WAIT_S (sqlite_store.py, which
-the search's storage shares), then the file checked
-whole; it is only read. A store that fails, then or while logging, is one line that names
-it, says what is wrong with it (locked, damaged, cannot be made or opened or written, its
-server unreachable, its driver missing) and the fix, which never removes a logged run.
+the search's storage shares), then the file checked whole; it is only read. A store that
+fails, then or while logging, is one line that names it, says what is wrong with it
+(locked, damaged, cannot be made or opened or written, its server unreachable, its driver
+missing) and the fix, which never removes a logged run.
 
 mlflow is imported here alone (requirements-tracking.txt): the rest of the workflow runs
 without it.
